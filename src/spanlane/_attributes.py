@@ -1,0 +1,171 @@
+"""Attribute coercion to OTLP-legal values, and the limits that bound a span's size.
+
+Bad input never raises here: a value OTLP cannot carry becomes a truncated ``repr``, and a key or
+value that cannot be kept at all (a non-string or empty key, ``None``) is dropped and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import attrs
+
+from ._records import EMPTY_ATTRIBUTES, Attributes, AttributeValue
+
+#: The longest ``repr`` kept for a value OTLP cannot carry, when no tighter limit is set.
+REPR_LIMIT = 1024
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+_SCALARS = (str, bool, int, float)
+
+
+def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative int or None, got {value!r}")
+
+
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative int, got {value!r}")
+
+
+@attrs.frozen
+class SpanLimits:
+    """Bounds on what one span may carry; what goes over is dropped and counted on the record.
+
+    Attributes:
+        max_attributes: attributes per span; new keys past it are dropped (updates still apply).
+        max_events: events per span; later events are dropped.
+        max_links: links per span; later links are dropped.
+        max_attribute_length: longest string value (also each string in a sequence); longer
+            strings are truncated, which is not counted as a drop. None means no limit.
+        max_event_attributes: attributes per event.
+        max_link_attributes: attributes per link.
+    """
+
+    max_attributes: int = attrs.field(default=128, validator=_non_negative)
+    max_events: int = attrs.field(default=128, validator=_non_negative)
+    max_links: int = attrs.field(default=128, validator=_non_negative)
+    max_attribute_length: int | None = attrs.field(default=None, validator=_positive_or_none)
+    max_event_attributes: int = attrs.field(default=128, validator=_non_negative)
+    max_link_attributes: int = attrs.field(default=128, validator=_non_negative)
+
+
+def _safe_repr(value: object, limit: int) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a hostile __repr__ (or a RecursionError) must not break the caller
+        text = f"<unrepresentable {type(value).__qualname__}>"
+    if type(text) is not str:  # pragma: no cover - repr() always returns a str
+        text = str.__str__(text)
+    return text[:limit]
+
+
+def _coerce_scalar(value: object, max_length: int | None) -> AttributeValue | None:
+    """Return a legal scalar, or None if ``value`` is not one of OTLP's scalar types."""
+    if isinstance(value, str):
+        text = value if type(value) is str else str.__str__(value)
+        return text if max_length is None else text[:max_length]
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        number = int(value)
+        # OTLP integers are 64-bit; a larger one keeps its digits as a string.
+        if _INT64_MIN <= number <= _INT64_MAX:
+            return number
+        text = str(number)
+        return text if max_length is None else text[:max_length]
+    if isinstance(value, float):
+        return float(value)
+    return None
+
+
+def coerce_value(value: object, max_length: int | None = None) -> AttributeValue | None:
+    """Coerce ``value`` to an OTLP-legal attribute value.
+
+    Args:
+        value: any object.
+        max_length: the longest string kept, or None for no limit.
+
+    Returns:
+        ``str``, ``bool``, ``int``, ``float``, a homogeneous tuple of one of them, or a truncated
+        ``repr`` string for anything else. None when the value is None (the caller drops it).
+    """
+    if value is None:
+        return None
+    # Fast path for the common exact types.
+    kind = type(value)
+    if kind is str:
+        return value if max_length is None else value[:max_length]  # type: ignore[index,return-value]
+    if kind is int:
+        if _INT64_MIN <= value <= _INT64_MAX:  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+    elif kind is bool or kind is float:
+        return value  # type: ignore[return-value]
+    scalar = _coerce_scalar(value, max_length)
+    if scalar is not None:
+        return scalar
+    if isinstance(value, (list, tuple)):
+        return _coerce_sequence(value, max_length)
+    return _safe_repr(value, REPR_LIMIT if max_length is None else min(max_length, REPR_LIMIT))
+
+
+def _coerce_sequence(value: list[Any] | tuple[Any, ...], max_length: int | None) -> AttributeValue:
+    items = []
+    for item in value:
+        scalar = _coerce_scalar(item, max_length)
+        if scalar is None:
+            break
+        items.append(scalar)
+    else:
+        kinds = {type(item) for item in items}
+        if len(kinds) <= 1:
+            return tuple(items)  # type: ignore[return-value]
+    # Mixed or nested sequences are not legal OTLP arrays: keep a readable trace of them.
+    return _safe_repr(value, REPR_LIMIT if max_length is None else min(max_length, REPR_LIMIT))
+
+
+def coerce_attributes(
+    attributes: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None,
+    max_count: int,
+    max_length: int | None,
+) -> tuple[dict[str, AttributeValue], int]:
+    """Coerce a whole mapping; return the kept attributes and how many were dropped.
+
+    A mapping that cannot be iterated at all counts as one dropped attribute.
+    """
+    kept: dict[str, AttributeValue] = {}
+    dropped = 0
+    if not attributes:
+        return kept, dropped
+    try:
+        items = list(attributes.items() if isinstance(attributes, Mapping) else attributes)
+    except Exception:
+        return kept, 1
+    for item in items:
+        try:
+            key, value = item
+        except Exception:
+            dropped += 1
+            continue
+        if type(key) is not str or not key:
+            dropped += 1
+            continue
+        coerced = coerce_value(value, max_length)
+        if coerced is None or (key not in kept and len(kept) >= max_count):
+            dropped += 1
+            continue
+        kept[key] = coerced
+    return kept, dropped
+
+
+def freeze(attributes: dict[str, AttributeValue] | None) -> Attributes:
+    """Wrap a dict read-only; empty and missing dicts share one empty mapping."""
+    if not attributes:
+        return EMPTY_ATTRIBUTES
+    return MappingProxyType(attributes)

@@ -1,0 +1,423 @@
+"""Lane: one bounded stream and one drain worker per exporter, with exact accounting.
+
+The hot path (:meth:`Lane.offer_nowait`) is synchronous: a ``send_nowait`` into a bounded anyio
+memory-object stream plus a few integer updates. The drain worker (:meth:`Lane.run`) is a task in
+the tracer's task group. It wakes once per batch, not once per record: it awaits the first record,
+takes the rest with ``receive_nowait``, and then sleeps until the batch is full (the hot path wakes
+it), the oldest record has waited ``flush_interval``, a flush is asked for, or the lane closes.
+
+Exports within a lane are sequential: a batch is retried whole before any later batch is sent, so
+an exporter sees records in exactly the order they entered the stream.
+
+Accounting, true at every moment (all counters only grow, except ``queued``/``in_flight``)::
+
+    offered  == accepted + door drops (QUEUE_FULL, CLOSED)
+    accepted == taken + queued
+    taken    == exported + worker drops + in_flight
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from types import MappingProxyType
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ._exceptions import RetryableExportError
+from ._records import SpanRecord
+from ._retry import RetryPolicy
+from ._stats import DropReason, LaneStats
+from .exporters._base import Exporter, exporter_name
+
+logger = logging.getLogger("spanlane")
+
+#: Seconds between two warnings for the same drop reason on the same lane.
+WARNING_INTERVAL = 10.0
+#: Seconds an exporter's ``aclose()`` may take at shutdown, on top of ``drain_timeout``.
+ACLOSE_GRACE = 1.0
+
+
+class Lane:
+    """A bounded buffer and a drain worker in front of one exporter."""
+
+    def __init__(
+        self,
+        exporter: Exporter,
+        *,
+        buffer_size: int,
+        max_batch_size: int,
+        flush_interval: float,
+        export_timeout: float,
+        retry: RetryPolicy,
+    ) -> None:
+        self.exporter = exporter
+        self.name = exporter_name(exporter)
+        self.wants_starts = bool(getattr(exporter, "wants_starts", False))
+        self._send, self._receive = anyio.create_memory_object_stream[SpanRecord](buffer_size)
+        self._max_batch = max_batch_size
+        self._flush_interval = flush_interval
+        self._export_timeout = export_timeout
+        self._retry = retry
+        self._rng = random.Random()
+
+        # Counters; see the module docstring for how they relate.
+        self._accepted = 0
+        self._door_drops = 0
+        self._taken = 0
+        self._exported = 0
+        self._dropped: dict[DropReason, int] = {}
+        self._retries = 0
+        self._batches = 0
+        self._high_water = 0
+        self._in_flight = 0
+
+        self._closed = False  # no more records accepted
+        self._flush_target = 0  # records up to this accepted index must go out without waiting
+        self._wake_at = math.inf  # queued count at which the hot path wakes the worker
+        self._wakeup: anyio.Event | None = None  # the worker sleeps on this while batching
+        self._room: anyio.Event | None = None  # async offers wait on this for buffer space
+        self._progress: anyio.Event | None = None  # flushes wait on this for settled records
+        self._cancel_scope = anyio.CancelScope()
+        self._running = False
+        self._done = anyio.Event()
+        self._last_warning: dict[DropReason, float] = {}
+
+    # --- the hot path --------------------------------------------------------------------------
+
+    def _try_send(self, record: SpanRecord) -> bool:
+        """Put a record in the stream if there is room; never counts a drop."""
+        if self._closed:
+            return False
+        try:
+            self._send.send_nowait(record)
+        except anyio.WouldBlock:
+            return False
+        self._accepted += 1
+        queued = self._accepted - self._taken
+        if queued > self._high_water:
+            self._high_water = queued
+        if queued >= self._wake_at and self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+        return True
+
+    def offer_nowait(self, record: SpanRecord) -> bool:
+        """Offer a record without waiting; a full or closed lane drops it and counts it.
+
+        Returns:
+            True if the record entered the stream.
+        """
+        if self._try_send(record):
+            return True
+        self._drop_at_door(DropReason.CLOSED if self._closed else DropReason.QUEUE_FULL)
+        return False
+
+    async def offer(self, record: SpanRecord, deadline: float) -> bool:
+        """Offer a record, waiting for room until ``deadline`` (anyio clock, seconds).
+
+        Waiting is done here rather than with the stream's ``send()``: when ``send()`` is
+        cancelled it cannot tell whether the record already went in, and the count must be exact.
+        If the waiting task is cancelled, the record is counted as ``QUEUE_FULL`` and the
+        cancellation propagates.
+        """
+        if self._try_send(record):
+            return True
+        if self._closed:
+            self._drop_at_door(DropReason.CLOSED)
+            return False
+        try:
+            with anyio.fail_after(max(deadline - anyio.current_time(), 0)):
+                while True:
+                    if self._room is None:
+                        self._room = anyio.Event()
+                    await self._room.wait()
+                    if self._try_send(record):
+                        return True
+                    if self._closed:
+                        self._drop_at_door(DropReason.CLOSED)
+                        return False
+        except TimeoutError:
+            pass
+        except BaseException:
+            self._drop_at_door(DropReason.QUEUE_FULL)
+            raise
+        self._drop_at_door(DropReason.QUEUE_FULL)
+        return False
+
+    # --- accounting --------------------------------------------------------------------------
+
+    def _drop_at_door(self, reason: DropReason) -> None:
+        self._door_drops += 1
+        self._count_drop(reason, 1)
+
+    def _count_drop(self, reason: DropReason, count: int, detail: str = "") -> None:
+        self._dropped[reason] = self._dropped.get(reason, 0) + count
+        now = time.monotonic()
+        last = self._last_warning.get(reason)
+        if last is None or now - last >= WARNING_INTERVAL:
+            self._last_warning[reason] = now
+            logger.warning(
+                "spanlane lane %r dropped %d record(s): %s%s (total for this reason: %d; "
+                "next warning for it in %.0f s at the earliest)",
+                self.name,
+                count,
+                reason.value,
+                f" ({detail})" if detail else "",
+                self._dropped[reason],
+                WARNING_INTERVAL,
+            )
+
+    @property
+    def settled(self) -> int:
+        """Records that went through the stream and were exported or dropped by the worker."""
+        return self._taken - self._in_flight
+
+    def stats(self) -> LaneStats:
+        """A snapshot of the lane's counters."""
+        return LaneStats(
+            exporter=self.name,
+            offered=self._accepted + self._door_drops,
+            exported=self._exported,
+            queued=self._accepted - self._taken,
+            in_flight=self._in_flight,
+            dropped=MappingProxyType(dict(self._dropped)),
+            retries=self._retries,
+            batches=self._batches,
+            high_water=self._high_water,
+        )
+
+    def buffer_used(self) -> int:
+        """What the stream itself says it holds (a cross-check for ``queued``)."""
+        return self._receive.statistics().current_buffer_used
+
+    # --- flush and close ---------------------------------------------------------------------
+
+    def request_flush(self) -> int:
+        """Ask the worker to send everything accepted so far at once; return that count."""
+        target = self._accepted
+        if target > self._flush_target:
+            self._flush_target = target
+        self._wake_worker()
+        return target
+
+    async def wait_settled(self, target: int) -> None:
+        """Wait until the first ``target`` accepted records are exported or dropped."""
+        while self.settled < target and self._running:
+            if self._progress is None:
+                self._progress = anyio.Event()
+            await self._progress.wait()
+
+    def close(self) -> None:
+        """Stop accepting records; the worker drains what is queued, then finishes."""
+        if self._closed:
+            return
+        self._closed = True
+        self._send.close()
+        self._wake_worker()
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    def cancel(self) -> None:
+        """Cancel the worker (at the drain deadline); what it still holds is counted."""
+        self._cancel_scope.cancel()
+
+    async def wait_done(self) -> None:
+        """Wait until the worker has finished, including the exporter's ``aclose()``."""
+        await self._done.wait()
+
+    @property
+    def done(self) -> bool:
+        """True once the worker has finished."""
+        return self._done.is_set()
+
+    def _wake_worker(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    def _notify_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
+
+    def _notify_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    # --- the drain worker --------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The drain worker: run until the lane is closed and drained, or cancelled."""
+        self._running = True
+        batch: list[SpanRecord] = []
+        try:
+            with self._cancel_scope:
+                task_status.started()
+                await self._drain(batch)
+        except Exception:  # a bug in spanlane; the caller's code must not pay for it
+            logger.exception("spanlane lane %r: drain worker failed", self.name)
+            self.close()
+        finally:
+            self._running = False
+            self._settle_leftovers(batch)
+            await self._aclose_exporter()
+            self._notify_progress()
+            self._done.set()
+
+    async def _drain(self, batch: list[SpanRecord]) -> None:
+        # The worker never awaits receive(): an item handed straight to a waiting receiver is
+        # lost if that receiver is cancelled before it resumes. It sleeps on its own event
+        # instead, which the hot path sets, and takes records with receive_nowait only.
+        since = time.monotonic()  # the oldest waiting record arrived no earlier than this
+        while True:
+            end_of_stream = self._fill(batch)
+            if not batch:
+                if end_of_stream:
+                    return
+                await self._sleep(wake_at=1, timeout=math.inf)
+                since = time.monotonic()
+                continue
+            while not end_of_stream and len(batch) < self._max_batch and not self._due(batch):
+                remaining = since + self._flush_interval - time.monotonic()
+                if remaining <= 0:
+                    break
+                await self._sleep(wake_at=self._max_batch - len(batch), timeout=remaining)
+                end_of_stream = self._fill(batch)
+            # Records arriving from now on will have waited at most since the export started.
+            since = time.monotonic()
+            await self._export(batch)
+            if end_of_stream:
+                return
+
+    async def _sleep(self, wake_at: int, timeout: float) -> None:
+        """Sleep until ``wake_at`` records are queued, a flush or close, or ``timeout`` seconds."""
+        self._wakeup = anyio.Event()
+        self._wake_at = wake_at
+        try:
+            with anyio.move_on_after(timeout):
+                await self._wakeup.wait()
+        finally:
+            self._wakeup = None
+            self._wake_at = math.inf
+
+    def _take(self, count: int) -> None:
+        self._taken += count
+        self._in_flight += count
+        self._notify_room()
+
+    def _fill(self, batch: list[SpanRecord]) -> bool:
+        """Move records from the stream into ``batch`` without waiting; True at end of stream."""
+        receive_nowait = self._receive.receive_nowait
+        room = self._max_batch - len(batch)
+        taken = 0
+        try:
+            while taken < room:
+                batch.append(receive_nowait())
+                taken += 1
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            return True
+        finally:
+            if taken:
+                self._take(taken)
+        return False
+
+    def _due(self, batch: list[SpanRecord]) -> bool:
+        """True when the batch must go now: a flush covers it, or the lane is closing."""
+        return self._closed or self._flush_target > self._taken - len(batch)
+
+    async def _export(self, batch: list[SpanRecord]) -> None:
+        """Export one batch with retries under ``export_timeout``; settle it either way."""
+        frozen = tuple(batch)
+        failures = 0
+        outcome: DropReason | None = DropReason.EXPORT_TIMEOUT
+        detail = f"export_timeout of {self._export_timeout} s expired"
+        with anyio.move_on_after(self._export_timeout):
+            while True:
+                try:
+                    rejected = await self.exporter.export(frozen)
+                except RetryableExportError as exc:
+                    failures += 1
+                    if failures >= self._retry.max_attempts:
+                        outcome, detail = DropReason.RETRIES_EXHAUSTED, f"{failures} attempts"
+                        logger.debug("spanlane lane %r: last attempt failed: %r", self.name, exc)
+                        break
+                    self._retries += 1
+                    await anyio.sleep(self._retry.backoff(failures, exc.retry_after, self._rng))
+                except Exception as exc:
+                    outcome, detail = DropReason.EXPORT_FAILED, f"{type(exc).__name__}: {exc}"
+                    logger.debug("spanlane lane %r: export failed", self.name, exc_info=True)
+                    break
+                else:
+                    outcome = None
+                    self._settle_exported(len(frozen), rejected)
+                    break
+        if outcome is DropReason.EXPORT_TIMEOUT and failures:
+            outcome = DropReason.RETRIES_EXHAUSTED
+            detail = f"{failures} failed attempts, then {detail}"
+        if outcome is not None:
+            self._settle_dropped(len(frozen), outcome, detail)
+        batch.clear()
+
+    def _settle_exported(self, count: int, rejected: object) -> None:
+        refused = rejected if type(rejected) is int and rejected > 0 else 0
+        refused = min(refused, count)
+        self._in_flight -= count
+        self._exported += count - refused
+        self._batches += 1
+        if refused:
+            self._count_drop(DropReason.REJECTED, refused, "refused by the receiver")
+        self._notify_progress()
+
+    def _settle_dropped(self, count: int, reason: DropReason, detail: str = "") -> None:
+        self._in_flight -= count
+        self._count_drop(reason, count, detail)
+        self._notify_progress()
+
+    def _settle_leftovers(self, batch: list[SpanRecord]) -> None:
+        """Count what the worker still holds, and what is still queued, as lost to shutdown."""
+        if batch:
+            self._settle_dropped(len(batch), DropReason.SHUTDOWN_TIMEOUT, "drain_timeout expired")
+            batch.clear()
+        self.close()
+        leftover = 0
+        while True:
+            try:
+                self._receive.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            leftover += 1
+        if leftover:
+            self._taken += leftover
+            self._count_drop(DropReason.SHUTDOWN_TIMEOUT, leftover, "drain_timeout expired")
+        self._receive.close()
+
+    async def _aclose_exporter(self) -> None:
+        aclose = getattr(self.exporter, "aclose", None)
+        if aclose is None:
+            return
+        with anyio.move_on_after(ACLOSE_GRACE, shield=True) as scope:
+            try:
+                await aclose()
+            except Exception:
+                logger.warning("spanlane lane %r: exporter aclose() failed", self.name, exc_info=True)
+        if scope.cancelled_caught:
+            logger.warning(
+                "spanlane lane %r: exporter aclose() took longer than %.1f s; abandoned",
+                self.name,
+                ACLOSE_GRACE,
+            )
+
+
+def offer_all(lanes: Sequence[Lane], record: SpanRecord) -> None:
+    """Offer one record to several lanes without waiting."""
+    for lane in lanes:
+        lane.offer_nowait(record)

@@ -1,0 +1,260 @@
+"""Immutable value types: what crosses a lane's stream and what exporters receive.
+
+Everything here is an attrs ``@frozen`` class with slots. A record that has been offered to a lane
+can be shared by every exporter and never copied, because nobody can change it afterwards.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Union
+
+import attrs
+
+from ._version import __version__
+
+#: An attribute value as OTLP allows it: a scalar or a homogeneous tuple of scalars.
+AttributeValue = Union[
+    str, bool, int, float, tuple[str, ...], tuple[bool, ...], tuple[int, ...], tuple[float, ...]
+]
+#: A read-only mapping of attribute keys to coerced values.
+Attributes = Mapping[str, AttributeValue]
+
+#: Attribute set on a span that the tracer ended at shutdown because its owner never did.
+UNFINISHED_ATTRIBUTE = "spanlane.unfinished"
+#: Attribute set on a span whose body was left by cancellation (which is not an error).
+CANCELLED_ATTRIBUTE = "spanlane.cancelled"
+
+#: The shared empty attribute mapping: most spans and events carry none, so they share this one.
+EMPTY_ATTRIBUTES: Attributes = MappingProxyType({})
+
+
+class SpanKind(enum.IntEnum):
+    """The role of a span in a trace; the values are OTLP's ``Span.SpanKind`` numbers."""
+
+    INTERNAL = 1
+    SERVER = 2
+    CLIENT = 3
+    PRODUCER = 4
+    CONSUMER = 5
+
+
+class StatusCode(enum.IntEnum):
+    """The outcome of a span; the values are OTLP's ``Status.StatusCode`` numbers."""
+
+    UNSET = 0
+    OK = 1
+    ERROR = 2
+
+
+@attrs.frozen
+class Status:
+    """A span's status: a code and, for errors, a human-readable description."""
+
+    code: StatusCode = StatusCode.UNSET
+    description: str | None = None
+
+
+#: The status of a span nobody set a status on.
+UNSET_STATUS = Status()
+
+
+@attrs.frozen
+class SpanContext:
+    """The identity of a span, as W3C trace context carries it.
+
+    Attributes:
+        trace_id: 128-bit trace id, never 0.
+        span_id: 64-bit span id, never 0.
+        trace_flags: W3C trace flags; bit 0 is "sampled".
+        trace_state: the W3C ``tracestate`` header value, passed through unchanged.
+        is_remote: True when the context was extracted from another process.
+    """
+
+    trace_id: int
+    span_id: int
+    trace_flags: int = 1
+    trace_state: str = ""
+    is_remote: bool = False
+
+
+@attrs.frozen
+class Event:
+    """A timestamped annotation on a span (``time_ns`` is nanoseconds since the Unix epoch)."""
+
+    name: str
+    time_ns: int
+    attributes: Attributes = EMPTY_ATTRIBUTES
+    dropped_attributes: int = 0
+
+
+@attrs.frozen
+class Link:
+    """A reference from one span to another span, possibly in another trace."""
+
+    context: SpanContext
+    attributes: Attributes = EMPTY_ATTRIBUTES
+    dropped_attributes: int = 0
+
+
+@attrs.frozen
+class Resource:
+    """The entity that produced the spans: a service, described by attributes.
+
+    One ``Resource`` is built by :func:`spanlane.open_tracer` and shared by every record of that
+    tracer, so carrying it on each record costs one reference.
+    """
+
+    attributes: Attributes = EMPTY_ATTRIBUTES
+
+    @property
+    def service_name(self) -> str | None:
+        """The ``service.name`` attribute, if any."""
+        value = self.attributes.get("service.name")
+        return value if isinstance(value, str) else None
+
+
+@attrs.frozen
+class InstrumentationScope:
+    """The library or module that created a span (OTLP's instrumentation scope)."""
+
+    name: str = "spanlane"
+    version: str | None = __version__
+
+
+DEFAULT_SCOPE = InstrumentationScope()
+EMPTY_RESOURCE = Resource()
+
+
+# weakref_slot=False keeps SpanRecord's layout equal to _RecordBuilder's (see _new_record below).
+@attrs.frozen(weakref_slot=False)
+class SpanRecord:
+    """An immutable snapshot of a span, as exporters receive it.
+
+    A record with ``end_time_ns=None`` is a *start notification*: it is only sent to exporters whose
+    ``wants_starts`` is true, when the span starts. Every span also produces one end record, with
+    the final attributes, events, links and status.
+
+    Attributes:
+        name: the span name.
+        trace_id: 128-bit trace id.
+        span_id: 64-bit span id.
+        parent_span_id: the parent's span id, or None for a root span.
+        kind: the span's :class:`SpanKind`.
+        start_time_ns: start time, nanoseconds since the Unix epoch.
+        end_time_ns: end time in nanoseconds since the epoch, or None for a start notification.
+        attributes: the span's attributes (read-only), after coercion and limits.
+        events: the span's events, oldest first.
+        links: links to other spans.
+        status: the span's status.
+        dropped_attributes: attributes dropped by limits or coercion.
+        dropped_events: events dropped by ``SpanLimits.max_events``.
+        dropped_links: links dropped by ``SpanLimits.max_links``.
+        resource: the resource of the tracer that produced the span.
+        scope: the instrumentation scope that produced the span.
+        trace_state: the W3C ``tracestate`` of the span's context.
+        parent_is_remote: True when the parent came from another process.
+    """
+
+    name: str
+    trace_id: int
+    span_id: int
+    parent_span_id: int | None
+    kind: SpanKind
+    start_time_ns: int
+    end_time_ns: int | None
+    attributes: Attributes = EMPTY_ATTRIBUTES
+    events: tuple[Event, ...] = ()
+    links: tuple[Link, ...] = ()
+    status: Status = UNSET_STATUS
+    dropped_attributes: int = 0
+    dropped_events: int = 0
+    dropped_links: int = 0
+    resource: Resource = EMPTY_RESOURCE
+    scope: InstrumentationScope = DEFAULT_SCOPE
+    trace_state: str = ""
+    parent_is_remote: bool = False
+
+    @property
+    def is_start(self) -> bool:
+        """True for a start notification (a record without an end time)."""
+        return self.end_time_ns is None
+
+    @property
+    def duration_ns(self) -> int | None:
+        """End minus start in nanoseconds, or None for a start notification."""
+        if self.end_time_ns is None:
+            return None
+        return self.end_time_ns - self.start_time_ns
+
+    @property
+    def context(self) -> SpanContext:
+        """The :class:`SpanContext` of the recorded span."""
+        return SpanContext(self.trace_id, self.span_id, trace_state=self.trace_state)
+
+
+# A mutable twin of SpanRecord with the same slots in the same order. attrs' frozen __init__ sets
+# every field through object.__setattr__ (about 2.5 us for 18 fields on the reference machine);
+# the plain slotted __init__ stores them with STORE_ATTR (about 0.4 us). The hot path builds the
+# twin and then re-labels it as a SpanRecord, which CPython allows between classes of identical
+# layout. tests/test_records.py keeps the two field lists equal.
+_RecordBuilder: type[Any] = attrs.make_class(
+    "_RecordBuilder",
+    {
+        field.name: attrs.field(default=field.default) if field.default is not attrs.NOTHING
+        # A field without a default must stay positional and required.
+        else attrs.field()
+        for field in attrs.fields(SpanRecord)
+    },
+    slots=True,
+    weakref_slot=False,
+    eq=False,
+    repr=False,
+)
+
+
+def new_record(
+    name: str,
+    trace_id: int,
+    span_id: int,
+    parent_span_id: int | None,
+    kind: SpanKind,
+    start_time_ns: int,
+    end_time_ns: int | None,
+    attributes: Attributes,
+    events: tuple[Event, ...],
+    links: tuple[Link, ...],
+    status: Status,
+    dropped_attributes: int,
+    dropped_events: int,
+    dropped_links: int,
+    resource: Resource,
+    scope: InstrumentationScope,
+    trace_state: str,
+    parent_is_remote: bool,
+) -> SpanRecord:
+    """Build a :class:`SpanRecord` quickly; equivalent to calling ``SpanRecord(...)``."""
+    record = _RecordBuilder(
+        name,
+        trace_id,
+        span_id,
+        parent_span_id,
+        kind,
+        start_time_ns,
+        end_time_ns,
+        attributes,
+        events,
+        links,
+        status,
+        dropped_attributes,
+        dropped_events,
+        dropped_links,
+        resource,
+        scope,
+        trace_state,
+        parent_is_remote,
+    )
+    record.__class__ = SpanRecord
+    return record  # type: ignore[no-any-return]

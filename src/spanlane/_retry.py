@@ -1,0 +1,83 @@
+"""Retry policy for transient export failures: capped exponential backoff with jitter."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import attrs
+
+
+def _check_positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
+
+
+def _check_attempts(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"max_attempts must be an int >= 1, got {value!r}")
+
+
+def _check_multiplier(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 1):
+        raise ValueError(f"multiplier must be a finite number >= 1, got {value!r}")
+
+
+def _check_jitter(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+        raise ValueError(f"jitter must be between 0 and 1, got {value!r}")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How a lane retries a batch whose export raised :class:`RetryableExportError`.
+
+    The whole batch is resent, and no later batch of the lane is exported until it has either
+    succeeded or been dropped, so retries never reorder a lane. All attempts of one batch share
+    the lane's ``export_timeout``.
+
+    Attributes:
+        max_attempts: attempts in all, the first included; 1 means never retry.
+        initial_backoff: seconds before the first retry.
+        max_backoff: the longest wait between attempts, in seconds (also caps ``retry_after``).
+        multiplier: growth of the backoff per attempt.
+        jitter: the fraction of each backoff that is randomised (0 = none, 1 = full jitter),
+            so that many processes do not retry in step.
+    """
+
+    max_attempts: int = attrs.field(default=5, validator=_check_attempts)
+    initial_backoff: float = attrs.field(default=0.5, validator=_check_positive)
+    max_backoff: float = attrs.field(default=30.0, validator=_check_positive)
+    multiplier: float = attrs.field(default=2.0, validator=_check_multiplier)
+    jitter: float = attrs.field(default=0.2, validator=_check_jitter)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_backoff < self.initial_backoff:
+            raise ValueError(
+                f"max_backoff ({self.max_backoff}) must be >= initial_backoff "
+                f"({self.initial_backoff})"
+            )
+
+    def backoff(
+        self, failures: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
+        """Seconds to wait before the next attempt.
+
+        Args:
+            failures: how many attempts have failed so far (1 after the first failure).
+            retry_after: the receiver's requested wait in seconds, which wins over the computed
+                backoff (capped at ``max_backoff``).
+            rng: the random source for jitter (the module's by default).
+
+        Returns:
+            A delay in seconds, between 0 and ``max_backoff``.
+        """
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_backoff)
+        exponent = max(failures - 1, 0)
+        # Cap the exponent first: multiplier ** 1000 would overflow a float.
+        base = self.initial_backoff * self.multiplier ** min(exponent, 64)
+        base = min(base, self.max_backoff)
+        draw = (rng or random).random()
+        return base * (1.0 - self.jitter * draw)

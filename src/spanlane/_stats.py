@@ -1,0 +1,114 @@
+"""Accounting snapshots: why records were dropped, and what each lane has done with its records.
+
+For every lane, at any moment::
+
+    offered == exported + queued + in_flight + sum(dropped.values())
+
+and once the tracer has closed, ``queued == in_flight == 0``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from types import MappingProxyType
+
+import attrs
+
+
+class DropReason(enum.Enum):
+    """Why a record was not exported. Every drop is counted under exactly one reason."""
+
+    #: The lane's buffer was full when the record was offered (``on_full="drop"``, a sync span
+    #: under ``on_full="wait"``, or an async span that waited ``wait_timeout`` in vain).
+    QUEUE_FULL = "queue_full"
+    #: The exporter raised a non-retryable exception for the record's batch.
+    EXPORT_FAILED = "export_failed"
+    #: The exporter did not finish within ``export_timeout`` (and had not failed before).
+    EXPORT_TIMEOUT = "export_timeout"
+    #: The batch failed with retryable errors until ``RetryPolicy.max_attempts`` or
+    #: ``export_timeout`` ran out.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    #: The record was still queued or in flight when ``drain_timeout`` expired at shutdown.
+    SHUTDOWN_TIMEOUT = "shutdown_timeout"
+    #: The record was offered after the tracer had closed.
+    CLOSED = "closed"
+    #: The receiving end accepted the batch but rejected this record (OTLP partial success).
+    REJECTED = "rejected"
+
+
+@attrs.frozen
+class LaneStats:
+    """A snapshot of one lane's counters.
+
+    Attributes:
+        exporter: a name for the lane's exporter (its class name, or its ``name`` attribute).
+        offered: records offered to the lane, including those dropped at the door.
+        exported: records the exporter accepted.
+        queued: records waiting in the lane's stream.
+        in_flight: records taken from the stream and not yet exported or dropped.
+        dropped: drops by reason; reasons with no drops are absent.
+        retries: export attempts that were retries of an earlier failed attempt.
+        batches: batches the exporter accepted.
+        high_water: the most records the stream has held at once.
+    """
+
+    exporter: str
+    offered: int
+    exported: int
+    queued: int
+    in_flight: int
+    dropped: Mapping[DropReason, int]
+    retries: int
+    batches: int
+    high_water: int
+
+    @property
+    def dropped_total(self) -> int:
+        """All drops, whatever the reason."""
+        return sum(self.dropped.values())
+
+    @property
+    def balanced(self) -> bool:
+        """True when the accounting identity holds for this snapshot."""
+        return self.offered == self.exported + self.queued + self.in_flight + self.dropped_total
+
+
+@attrs.frozen
+class Stats:
+    """A snapshot of a tracer's counters; valid during and after the tracer's lifetime.
+
+    Attributes:
+        spans_started: spans started (recording spans only).
+        spans_ended: spans ended, including those ended as unfinished at shutdown.
+        lanes: one :class:`LaneStats` per exporter, in the order the exporters were given.
+    """
+
+    spans_started: int
+    spans_ended: int
+    lanes: tuple[LaneStats, ...]
+
+    @property
+    def dropped(self) -> Mapping[DropReason, int]:
+        """Drops by reason, summed over all lanes."""
+        totals: dict[DropReason, int] = {}
+        for lane in self.lanes:
+            for reason, count in lane.dropped.items():
+                totals[reason] = totals.get(reason, 0) + count
+        return MappingProxyType(totals)
+
+
+@attrs.frozen
+class FlushReport:
+    """What :meth:`Tracer.flush` achieved.
+
+    Attributes:
+        completed: True when every record offered before the call was exported or dropped.
+        pending: per lane, how many of those records were still queued or in flight when the call
+            returned (all zero when ``completed``).
+        stats: the tracer's counters when the call returned.
+    """
+
+    completed: bool
+    pending: tuple[int, ...]
+    stats: Stats

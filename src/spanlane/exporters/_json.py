@@ -1,0 +1,60 @@
+"""The JSON form of a record, shared by the JSON-lines exporter and the command line."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .._ids import format_span_id, format_trace_id
+from .._records import AttributeValue, SpanRecord
+
+
+def _json_value(value: AttributeValue) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        # JSON has no NaN or infinity; write them as the strings OTLP/JSON uses.
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, tuple):
+        return [_json_value(item) for item in value]
+    return value
+
+
+def json_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:
+    """Attributes as a JSON-safe dict (tuples become lists, non-finite floats strings)."""
+    return {key: _json_value(value) for key, value in attributes.items()}
+
+
+def record_to_json(record: SpanRecord) -> dict[str, Any]:
+    """The JSON-lines form of a record: ids as lowercase hex, enums by name."""
+    return {
+        "name": record.name,
+        "trace_id": format_trace_id(record.trace_id),
+        "span_id": format_span_id(record.span_id),
+        "parent_span_id": (
+            None if record.parent_span_id is None else format_span_id(record.parent_span_id)
+        ),
+        "kind": record.kind.name,
+        "start_time_ns": record.start_time_ns,
+        "end_time_ns": record.end_time_ns,
+        "attributes": json_attributes(record.attributes),
+        "events": [
+            {
+                "name": event.name,
+                "time_ns": event.time_ns,
+                "attributes": json_attributes(event.attributes),
+            }
+            for event in record.events
+        ],
+        "links": [
+            {
+                "trace_id": format_trace_id(link.context.trace_id),
+                "span_id": format_span_id(link.context.span_id),
+                "attributes": json_attributes(link.attributes),
+            }
+            for link in record.links
+        ],
+        "status": {"code": record.status.code.name, "description": record.status.description},
+        "dropped_attributes": record.dropped_attributes,
+        "dropped_events": record.dropped_events,
+        "dropped_links": record.dropped_links,
+    }
