@@ -16,11 +16,11 @@ INVALID_SPAN_ID = 0
 
 # One generator for the process, seeded from the OS. getrandbits on a Random instance costs a
 # fraction of os.urandom or the secrets module; ids need to be unique, not secret.
-_random = random.Random(os.urandom(32))
+id_random = random.Random(os.urandom(32))
 
 
 def _reseed() -> None:
-    _random.seed(os.urandom(32))
+    id_random.seed(os.urandom(32))
 
 
 # A forked child must not repeat its parent's ids.
@@ -31,7 +31,7 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - absent only on Window
 def new_trace_id() -> int:
     """Return a random, non-zero 128-bit trace id."""
     while True:
-        value = _random.getrandbits(128)
+        value = id_random.getrandbits(128)
         if value:
             return value
 
@@ -39,7 +39,7 @@ def new_trace_id() -> int:
 def new_span_id() -> int:
     """Return a random, non-zero 64-bit span id."""
     while True:
-        value = _random.getrandbits(64)
+        value = id_random.getrandbits(64)
         if value:
             return value
 

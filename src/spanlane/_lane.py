@@ -59,6 +59,7 @@ class Lane:
         self.name = exporter_name(exporter)
         self.wants_starts = bool(getattr(exporter, "wants_starts", False))
         self._send, self._receive = anyio.create_memory_object_stream[SpanRecord](buffer_size)
+        self._send_nowait = self._send.send_nowait
         self._max_batch = max_batch_size
         self._flush_interval = flush_interval
         self._export_timeout = export_timeout
@@ -82,7 +83,9 @@ class Lane:
         self._wakeup: anyio.Event | None = None  # the worker sleeps on this while batching
         self._room: anyio.Event | None = None  # async offers wait on this for buffer space
         self._progress: anyio.Event | None = None  # flushes wait on this for settled records
-        self._cancel_scope = anyio.CancelScope()
+        # Shielded: cancelling a scope around open_tracer() must not kill the worker before the
+        # tracer's shutdown has drained it (invariant 5); only cancel(), at drain_timeout, does.
+        self._cancel_scope = anyio.CancelScope(shield=True)
         self._running = False
         self._done = anyio.Event()
         self._last_warning: dict[DropReason, float] = {}
@@ -112,9 +115,22 @@ class Lane:
         Returns:
             True if the record entered the stream.
         """
-        if self._try_send(record):
+        # The hot path: _try_send() inlined.
+        if not self._closed:
+            try:
+                self._send_nowait(record)
+            except anyio.WouldBlock:
+                self._drop_at_door(DropReason.QUEUE_FULL)
+                return False
+            self._accepted = accepted = self._accepted + 1
+            queued = accepted - self._taken
+            if queued > self._high_water:
+                self._high_water = queued
+            if queued >= self._wake_at and self._wakeup is not None:
+                self._wakeup.set()
+                self._wakeup = None
             return True
-        self._drop_at_door(DropReason.CLOSED if self._closed else DropReason.QUEUE_FULL)
+        self._drop_at_door(DropReason.CLOSED)
         return False
 
     async def offer(self, record: SpanRecord, deadline: float) -> bool:
@@ -138,7 +154,7 @@ class Lane:
                     await self._room.wait()
                     if self._try_send(record):
                         return True
-                    if self._closed:
+                    if self.closed:
                         self._drop_at_door(DropReason.CLOSED)
                         return False
         except TimeoutError:
@@ -171,6 +187,11 @@ class Lane:
                 self._dropped[reason],
                 WARNING_INTERVAL,
             )
+
+    @property
+    def closed(self) -> bool:
+        """True once the lane accepts no more records."""
+        return self._closed
 
     @property
     def settled(self) -> int:
@@ -281,14 +302,14 @@ class Lane:
             if not batch:
                 if end_of_stream:
                     return
-                await self._sleep(wake_at=1, timeout=math.inf)
+                await self._sleep(wake_at=1, seconds=math.inf)
                 since = time.monotonic()
                 continue
             while not end_of_stream and len(batch) < self._max_batch and not self._due(batch):
                 remaining = since + self._flush_interval - time.monotonic()
                 if remaining <= 0:
                     break
-                await self._sleep(wake_at=self._max_batch - len(batch), timeout=remaining)
+                await self._sleep(wake_at=self._max_batch - len(batch), seconds=remaining)
                 end_of_stream = self._fill(batch)
             # Records arriving from now on will have waited at most since the export started.
             since = time.monotonic()
@@ -296,12 +317,12 @@ class Lane:
             if end_of_stream:
                 return
 
-    async def _sleep(self, wake_at: int, timeout: float) -> None:
-        """Sleep until ``wake_at`` records are queued, a flush or close, or ``timeout`` seconds."""
+    async def _sleep(self, wake_at: int, seconds: float) -> None:
+        """Sleep until ``wake_at`` records are queued, a flush or close, or ``seconds`` pass."""
         self._wakeup = anyio.Event()
         self._wake_at = wake_at
         try:
-            with anyio.move_on_after(timeout):
+            with anyio.move_on_after(seconds):
                 await self._wakeup.wait()
         finally:
             self._wakeup = None
@@ -408,7 +429,9 @@ class Lane:
             try:
                 await aclose()
             except Exception:
-                logger.warning("spanlane lane %r: exporter aclose() failed", self.name, exc_info=True)
+                logger.warning(
+                    "spanlane lane %r: exporter aclose() failed", self.name, exc_info=True
+                )
         if scope.cancelled_caught:
             logger.warning(
                 "spanlane lane %r: exporter aclose() took longer than %.1f s; abandoned",

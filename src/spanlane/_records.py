@@ -9,16 +9,23 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
 from ._version import __version__
 
 #: An attribute value as OTLP allows it: a scalar or a homogeneous tuple of scalars.
-AttributeValue = Union[
-    str, bool, int, float, tuple[str, ...], tuple[bool, ...], tuple[int, ...], tuple[float, ...]
-]
+AttributeValue = (
+    str
+    | bool
+    | int
+    | float
+    | tuple[str, ...]
+    | tuple[bool, ...]
+    | tuple[int, ...]
+    | tuple[float, ...]
+)
 #: A read-only mapping of attribute keys to coerced values.
 Attributes = Mapping[str, AttributeValue]
 
@@ -203,7 +210,8 @@ class SpanRecord:
 _RecordBuilder: type[Any] = attrs.make_class(
     "_RecordBuilder",
     {
-        field.name: attrs.field(default=field.default) if field.default is not attrs.NOTHING
+        field.name: attrs.field(default=field.default)
+        if field.default is not attrs.NOTHING
         # A field without a default must stay positional and required.
         else attrs.field()
         for field in attrs.fields(SpanRecord)
@@ -213,6 +221,10 @@ _RecordBuilder: type[Any] = attrs.make_class(
     eq=False,
     repr=False,
 )
+
+
+#: The names of SpanRecord's fields, in order.
+RECORD_FIELDS = tuple(field.name for field in attrs.fields(SpanRecord))
 
 
 def new_record(

@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import Token
 from time import time_ns
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -23,6 +23,8 @@ from ._records import (
     DEFAULT_SCOPE,
     EMPTY_ATTRIBUTES,
     EMPTY_RESOURCE,
+    RECORD_FIELDS,
+    UNFINISHED_ATTRIBUTE,
     UNSET_STATUS,
     AttributeValue,
     Event,
@@ -34,8 +36,7 @@ from ._records import (
     SpanRecord,
     Status,
     StatusCode,
-    UNFINISHED_ATTRIBUTE,
-    new_record,
+    _RecordBuilder,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
@@ -43,6 +44,7 @@ if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
 
 if TYPE_CHECKING:
     from typing_extensions import Self
+
 
 class SpanSink(Protocol):
     """Where a span delivers its records: implemented by the tracer."""
@@ -78,35 +80,21 @@ class Span:
     ``spanlane.cancelled = True``.
 
     Attributes:
-        name: the span's name.
-        context: the span's own :class:`SpanContext`.
         parent: the parent's context, or None for a root span.
-        kind: the span's :class:`SpanKind`.
     """
 
-    __slots__ = (
-        "_attributes",
-        "_dropped_attributes",
-        "_dropped_events",
-        "_dropped_links",
-        "_end_ns",
-        "_events",
-        "_links",
-        "_sink",
-        "_start_ns",
-        "_status",
-        "_tokens",
-        "context",
-        "kind",
-        "name",
-        "parent",
-    )
+    # The span's record is built once, at start, as a mutable _RecordBuilder; the span updates
+    # it in place (status, drop counts) and ending it only stores what changed and re-labels it
+    # as a frozen SpanRecord. Copying eighteen fields at the end would cost as much again.
+    __slots__ = ("_attributes", "_context", "_events", "_rec", "_sink", "_token", "parent")
 
     def __init__(
         self,
         sink: SpanSink | None,
         name: str,
-        context: SpanContext,
+        trace_id: int,
+        span_id: int,
+        trace_state: str,
         parent: SpanContext | None,
         kind: SpanKind,
         start_time_ns: int,
@@ -116,44 +104,76 @@ class Span:
         dropped_links: int,
     ) -> None:
         self._sink = sink
-        self.name = name
-        self.context = context
+        self._rec = _RecordBuilder(
+            name,
+            trace_id,
+            span_id,
+            None if parent is None else parent.span_id,
+            kind,
+            start_time_ns,
+            None,
+            EMPTY_ATTRIBUTES,
+            (),
+            links,
+            UNSET_STATUS,
+            dropped_attributes,
+            0,
+            dropped_links,
+            EMPTY_RESOURCE if sink is None else sink.resource,
+            DEFAULT_SCOPE if sink is None else sink.scope,
+            trace_state,
+            parent is not None and parent.is_remote,
+        )
         self.parent = parent
-        self.kind = kind
-        self._start_ns = start_time_ns
         self._attributes = attributes
-        self._dropped_attributes = dropped_attributes
-        self._links = links
-        self._dropped_links = dropped_links
         self._events: list[Event] | None = None
-        self._dropped_events = 0
-        self._status = UNSET_STATUS
-        self._end_ns: int | None = None
-        self._tokens: list[Token[Span | None]] | None = None
+        self._context: SpanContext | None = None
+        self._token: Token[Span | None] | None = None
 
     def __repr__(self) -> str:
-        state = "ended" if self._end_ns is not None else "open"
+        rec = self._rec
+        state = "open" if rec.end_time_ns is None else "ended"
         return (
-            f"<{type(self).__name__} {self.name!r} trace={self.context.trace_id:032x} "
-            f"span={self.context.span_id:016x} {state}>"
+            f"<{type(self).__name__} {rec.name!r} trace={rec.trace_id:032x} "
+            f"span={rec.span_id:016x} {state}>"
         )
 
     # --- state -------------------------------------------------------------------------------
 
     @property
+    def name(self) -> str:
+        """The span's name."""
+        return self._rec.name  # type: ignore[no-any-return]
+
+    @property
+    def kind(self) -> SpanKind:
+        """The span's kind."""
+        return self._rec.kind  # type: ignore[no-any-return]
+
+    @property
+    def context(self) -> SpanContext:
+        """The span's own :class:`SpanContext` (trace id, span id, flags, trace state)."""
+        context = self._context
+        if context is None:
+            rec = self._rec
+            flags = 1 if self.parent is None else self.parent.trace_flags
+            context = self._context = SpanContext(rec.trace_id, rec.span_id, flags, rec.trace_state)
+        return context
+
+    @property
     def is_recording(self) -> bool:
         """True until the span has ended; setters are no-ops afterwards."""
-        return self._end_ns is None
+        return self._sink is not None and self._rec.end_time_ns is None
 
     @property
     def start_time_ns(self) -> int:
         """Start time, nanoseconds since the Unix epoch."""
-        return self._start_ns
+        return self._rec.start_time_ns  # type: ignore[no-any-return]
 
     @property
     def end_time_ns(self) -> int | None:
         """End time in nanoseconds since the epoch, or None while the span is open."""
-        return self._end_ns
+        return self._rec.end_time_ns  # type: ignore[no-any-return]
 
     @property
     def attributes(self) -> Mapping[str, AttributeValue]:
@@ -163,7 +183,13 @@ class Span:
     @property
     def status(self) -> Status:
         """The span's current status."""
-        return self._status
+        return self._rec.status  # type: ignore[no-any-return]
+
+    @property
+    def record(self) -> SpanRecord | None:
+        """The frozen record once the span has ended, else None."""
+        rec = self._rec
+        return rec if isinstance(rec, SpanRecord) else None
 
     # --- setters -----------------------------------------------------------------------------
 
@@ -173,10 +199,11 @@ class Span:
         A non-string or empty key, a None value, or a new key past ``SpanLimits.max_attributes``
         is dropped and counted in the record's ``dropped_attributes``; it never raises.
         """
-        if self._end_ns is not None or self._sink is None:
+        rec = self._rec
+        if rec.end_time_ns is not None or self._sink is None:
             return
         if type(key) is not str or not key:
-            self._dropped_attributes += 1
+            rec.dropped_attributes += 1
             return
         limits = self._sink.limits
         coerced = coerce_value(value, limits.max_attribute_length)
@@ -184,18 +211,18 @@ class Span:
         if attributes is None:
             attributes = self._attributes = {}
         if coerced is None or (key not in attributes and len(attributes) >= limits.max_attributes):
-            self._dropped_attributes += 1
+            rec.dropped_attributes += 1
             return
         attributes[key] = coerced
 
     def set_attributes(self, attributes: Mapping[str, object]) -> None:
         """Set several attributes; see :meth:`set_attribute`."""
-        if self._end_ns is not None or self._sink is None:
+        if not self.is_recording:
             return
         try:
             items = list(attributes.items())
         except Exception:
-            self._dropped_attributes += 1
+            self._rec.dropped_attributes += 1
             return
         for key, value in items:
             self.set_attribute(key, value)
@@ -214,21 +241,21 @@ class Span:
             attributes: the event's attributes, coerced like span attributes.
             time_ns: the event time in nanoseconds since the epoch (now by default).
         """
-        if self._end_ns is not None or self._sink is None:
+        if not self.is_recording:
             return
-        limits = self._sink.limits
+        limits = self._sink.limits  # type: ignore[union-attr]
         events = self._events
         if events is None:
             events = self._events = []
         if len(events) >= limits.max_events:
-            self._dropped_events += 1
+            self._rec.dropped_events += 1
             return
         kept, dropped = coerce_attributes(
             attributes, limits.max_event_attributes, limits.max_attribute_length
         )
         events.append(
             Event(
-                name if type(name) is str else str(coerce_value(name)),
+                name if type(name) is str else _safe_str(name),
                 time_ns if type(time_ns) is int else time_ns_now(),
                 freeze(kept),
                 dropped,
@@ -242,7 +269,7 @@ class Span:
 
         This does not change the status; leaving a ``with`` block by an exception does both.
         """
-        if self._end_ns is not None or self._sink is None:
+        if not self.is_recording:
             return
         try:
             stacktrace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
@@ -259,17 +286,18 @@ class Span:
 
     def set_status(self, code: StatusCode, description: str | None = None) -> None:
         """Set the status. ``OK`` is final; ``description`` is kept for ``ERROR`` only."""
-        if self._end_ns is not None or self._sink is None:
+        if not self.is_recording:
             return
-        if self._status.code is StatusCode.OK:
+        rec = self._rec
+        if rec.status.code is StatusCode.OK:
             return
         code = StatusCode(code)
         if code is StatusCode.UNSET:
             return
         if code is StatusCode.ERROR and description is not None:
-            self._status = Status(code, _safe_str(description))
+            rec.status = Status(code, _safe_str(description))
         else:
-            self._status = Status(code)
+            rec.status = Status(code)
 
     # --- ending ------------------------------------------------------------------------------
 
@@ -293,65 +321,49 @@ class Span:
             await self._sink._aend_span(self, record)  # type: ignore[union-attr]
 
     def _finish(self, end_time_ns: int | None) -> SpanRecord | None:
-        if self._end_ns is not None or self._sink is None:
+        rec = self._rec
+        if rec.end_time_ns is not None or self._sink is None:
             return None
-        self._end_ns = end_ns = end_time_ns if type(end_time_ns) is int else time_ns()
-        return self._record(end_ns)
+        rec.end_time_ns = end_time_ns if type(end_time_ns) is int else time_ns()
+        return self._seal(rec)
+
+    def _seal(self, rec: Any) -> SpanRecord:
+        """Store what only the live span held and freeze the builder into the record."""
+        if self._attributes:
+            # Wrapped, not copied: the span never writes to the dict again.
+            rec.attributes = MappingProxyType(self._attributes)
+        if self._events:
+            rec.events = tuple(self._events)
+        rec.__class__ = SpanRecord
+        return rec  # type: ignore[no-any-return]
 
     def _end_unfinished(self) -> SpanRecord | None:
         """Mark the span unfinished and freeze it; used by the tracer at shutdown."""
         self.set_attribute(UNFINISHED_ATTRIBUTE, True)
         return self._finish(None)
 
-    def _record(self, end_ns: int | None) -> SpanRecord:
-        sink = self._sink
-        context = self.context
-        parent = self.parent
-        events = self._events
-        return new_record(
-            self.name,
-            context.trace_id,
-            context.span_id,
-            None if parent is None else parent.span_id,
-            self.kind,
-            self._start_ns,
-            end_ns,
-            # At start the dict is copied, since the live span will keep changing it; at the end
-            # it is wrapped as is, because nothing can change it any more.
-            EMPTY_ATTRIBUTES
-            if not self._attributes
-            else freeze(self._attributes if end_ns is not None else dict(self._attributes)),
-            tuple(events) if events else (),
-            self._links,
-            self._status,
-            self._dropped_attributes,
-            self._dropped_events,
-            self._dropped_links,
-            sink.resource if sink is not None else EMPTY_RESOURCE,
-            sink.scope if sink is not None else DEFAULT_SCOPE,
-            context.trace_state,
-            parent is not None and parent.is_remote,
+    def _start_record(self) -> SpanRecord:
+        """A separate frozen copy of the span as it is now, for start notifications."""
+        start = _RecordBuilder(*(getattr(self._rec, name) for name in RECORD_FIELDS))
+        start.attributes = (
+            EMPTY_ATTRIBUTES if not self._attributes else freeze(dict(self._attributes))
         )
+        start.__class__ = SpanRecord
+        return start  # type: ignore[no-any-return]
 
     # --- context managers ----------------------------------------------------------------------
 
-    def _enter(self) -> None:
-        token = current_span_var.set(self)
-        if self._tokens is None:
-            self._tokens = [token]
-        else:
-            self._tokens.append(token)
-
     def _exit(self, exc: BaseException | None) -> None:
-        tokens = self._tokens
-        if tokens:
+        token = self._token
+        if token is not None:
+            self._token = None
             try:
-                current_span_var.reset(tokens.pop())
+                current_span_var.reset(token)
             except ValueError:
                 # Left in another context than it was entered in (a misuse we survive): the
                 # entering context keeps its value, this one is not ours to change.
                 pass
-        if exc is not None and self._end_ns is None:
+        if exc is not None and self.is_recording:
             self._note_exception(exc)
 
     def _note_exception(self, exc: BaseException) -> None:
@@ -361,11 +373,13 @@ class Span:
             return
         else:
             self.record_exception(exc)
-            if self._status.code is StatusCode.UNSET:
+            if self._rec.status.code is StatusCode.UNSET:
                 self.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {_safe_str(exc)}")
 
     def __enter__(self) -> Self:
-        self._enter()
+        if self._token is not None:
+            raise RuntimeError(f"{self!r} is already entered; a span can be entered once")
+        self._token = current_span_var.set(self)
         return self
 
     def __exit__(
@@ -374,12 +388,28 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(exc)
-        self.end()
+        # The hot path: _exit(), end() and _finish() inlined.
+        token = self._token
+        if token is not None:
+            self._token = None
+            try:
+                current_span_var.reset(token)
+            except ValueError:
+                pass
+        rec = self._rec
+        if rec.end_time_ns is not None or self._sink is None:
+            return
+        if exc is not None:
+            self._note_exception(exc)
+        rec.end_time_ns = time_ns()
+        if self._attributes or self._events:
+            self._sink._end_span(self, self._seal(rec))
+        else:
+            rec.__class__ = SpanRecord  # _seal() with nothing to store
+            self._sink._end_span(self, rec)
 
     async def __aenter__(self) -> Self:
-        self._enter()
-        return self
+        return self.__enter__()
 
     async def __aexit__(
         self,
@@ -402,11 +432,21 @@ class NonRecordingSpan(Span):
     __slots__ = ()
 
     def __init__(self, context: SpanContext) -> None:
-        super().__init__(None, "", context, None, SpanKind.INTERNAL, 0, None, 0, (), 0)
-
-    @property
-    def is_recording(self) -> bool:
-        return False
+        super().__init__(
+            None,
+            "",
+            context.trace_id,
+            context.span_id,
+            context.trace_state,
+            None,
+            SpanKind.INTERNAL,
+            0,
+            None,
+            0,
+            (),
+            0,
+        )
+        self._context = context
 
     def __enter__(self) -> Self:
         return self

@@ -18,8 +18,8 @@ in an exception group, and nothing the tracer does can turn into a different exc
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Iterable, Mapping, Sequence
+from threading import get_ident
 from time import time_ns
 from types import TracebackType
 from typing import Any, Literal
@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup
 
 from ._attributes import SpanLimits, coerce_attributes
 from ._context import current_span_var, current_tracer_var
-from ._ids import new_span_id, new_trace_id
+from ._ids import id_random, new_span_id, new_trace_id
 from ._lane import Lane
 from ._records import (
     DEFAULT_SCOPE,
@@ -49,6 +49,9 @@ from ._stats import FlushReport, Stats
 from .exporters._base import Exporter
 
 OnFull = Literal["drop", "wait"]
+
+# Ids on the hot path: one getrandbits call, with the zero-avoiding loop only for a zero draw.
+_getrandbits = id_random.getrandbits
 
 
 def _positive(name: str, value: object) -> None:
@@ -132,7 +135,8 @@ class Tracer:
         self._spans_ended = 0
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._task_group: TaskGroup | None = None
-        self._loop_thread: int | None = None
+        # The thread that may touch the lanes; set again when the tracer is entered.
+        self._loop_thread = get_ident()
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._context_token: Any = None
 
@@ -166,14 +170,64 @@ class Tracer:
         Returns:
             The started :class:`Span`.
         """
-        return self.start_span(
-            name,
-            attributes=attributes,
-            kind=kind,
-            links=links,
-            parent=parent,
-            start_time_ns=start_time_ns,
-        )
+        if type(name) is not str:
+            raise TypeError(f"span name must be a str, got {type(name).__name__}")
+        if parent is None:
+            parent = current_span_var.get()
+        if parent is None:
+            parent_context = None
+        elif isinstance(parent, Span):
+            parent_context = parent.context if parent._sink is not None else None
+        elif isinstance(parent, SpanContext):
+            parent_context = parent if parent.trace_id else None
+        else:
+            raise TypeError(f"parent must be a Span, a SpanContext or None, got {parent!r}")
+        limits = self.limits
+        if attributes:
+            kept, dropped_attributes = coerce_attributes(
+                attributes, limits.max_attributes, limits.max_attribute_length
+            )
+        else:
+            kept, dropped_attributes = None, 0
+        link_tuple, dropped_links = make_links(links, limits) if links else ((), 0)
+        if parent_context is None:
+            span = Span(
+                self,
+                name,
+                _getrandbits(128) or new_trace_id(),
+                _getrandbits(64) or new_span_id(),
+                "",
+                None,
+                kind if type(kind) is SpanKind else SpanKind(kind),
+                start_time_ns if type(start_time_ns) is int else time_ns(),
+                kept,
+                dropped_attributes,
+                link_tuple,
+                dropped_links,
+            )
+        else:
+            span = Span(
+                self,
+                name,
+                parent_context.trace_id,
+                _getrandbits(64) or new_span_id(),
+                parent_context.trace_state,
+                parent_context,
+                kind if type(kind) is SpanKind else SpanKind(kind),
+                start_time_ns if type(start_time_ns) is int else time_ns(),
+                kept,
+                dropped_attributes,
+                link_tuple,
+                dropped_links,
+            )
+        if get_ident() != self._loop_thread:
+            self._from_thread(self._register, span)
+        else:
+            self._spans_started += 1
+            self._open.add(span)
+            if self._start_lanes:
+                self._offer_start(span)
+        return span
 
     def start_span(
         self,
@@ -189,68 +243,37 @@ class Tracer:
 
         The span does not become the current span unless it is entered with ``with``.
         """
-        if type(name) is not str:
-            raise TypeError(f"span name must be a str, got {type(name).__name__}")
-        if parent is None:
-            current = current_span_var.get()
-            parent_context = None if current is None else current.context
-        elif isinstance(parent, Span):
-            parent_context = parent.context
-        elif isinstance(parent, SpanContext):
-            parent_context = parent
-        else:
-            raise TypeError(f"parent must be a Span, a SpanContext or None, got {parent!r}")
-        if parent_context is None or parent_context.trace_id == 0:
-            parent_context = None
-            context = SpanContext(new_trace_id(), new_span_id())
-        else:
-            context = SpanContext(
-                parent_context.trace_id,
-                new_span_id(),
-                parent_context.trace_flags,
-                parent_context.trace_state,
-            )
-        limits = self.limits
-        if attributes:
-            kept, dropped_attributes = coerce_attributes(
-                attributes, limits.max_attributes, limits.max_attribute_length
-            )
-        else:
-            kept, dropped_attributes = None, 0
-        link_tuple, dropped_links = make_links(links, limits) if links else ((), 0)
-        span = Span(
-            self,
+        return self.span(
             name,
-            context,
-            parent_context,
-            SpanKind(kind),
-            start_time_ns if type(start_time_ns) is int else time_ns(),
-            kept,
-            dropped_attributes,
-            link_tuple,
-            dropped_links,
+            attributes=attributes,
+            kind=kind,
+            links=links,
+            parent=parent,
+            start_time_ns=start_time_ns,
         )
-        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
-            self._from_thread(self._register, span)
-        else:
-            self._register(span)
-        return span
 
     def _register(self, span: Span) -> None:
         self._spans_started += 1
         self._open.add(span)
         if self._start_lanes:
-            record = span._record(None)
-            for lane in self._start_lanes:
-                lane.offer_nowait(record)
+            self._offer_start(span)
+
+    def _offer_start(self, span: Span) -> None:
+        record = span._start_record()
+        for lane in self._start_lanes:
+            lane.offer_nowait(record)
 
     # --- the hand-off (called by Span) ------------------------------------------------------
 
     def _end_span(self, span: Span, record: SpanRecord) -> None:
-        if self._loop_thread is not None and threading.get_ident() != self._loop_thread:
+        if get_ident() != self._loop_thread:
             self._from_thread(self._deliver, span, record)
-        else:
-            self._deliver(span, record)
+            return
+        # The hot path: _deliver() inlined.
+        self._spans_ended += 1
+        self._open.discard(span)
+        for lane in self._lanes:
+            lane.offer_nowait(record)
 
     def _deliver(self, span: Span, record: SpanRecord) -> None:
         self._spans_ended += 1
@@ -265,8 +288,16 @@ class Tracer:
         self._spans_ended += 1
         self._open.discard(span)
         deadline = anyio.current_time() + self.wait_timeout
-        for lane in self._lanes:
-            await lane.offer(record, deadline)
+        lanes = self._lanes
+        for index, lane in enumerate(lanes):
+            try:
+                await lane.offer(record, deadline)
+            except BaseException:
+                # Cancelled while waiting for room in one lane: the lanes after it must still
+                # get the record (or count its drop), else it would vanish from them silently.
+                for later in lanes[index + 1 :]:
+                    later.offer_nowait(record)
+                raise
 
     def _from_thread(self, func: Any, *args: Any) -> None:
         """Run a hand-off on the event loop thread, from a worker or foreign thread.
@@ -282,7 +313,8 @@ class Tracer:
 
     # --- flush and statistics ----------------------------------------------------------------
 
-    async def flush(self, timeout: float | None = None) -> FlushReport:
+    # The issue fixes this signature; the timeout is applied with a cancel scope inside.
+    async def flush(self, timeout: float | None = None) -> FlushReport:  # noqa: ASYNC109
         """Export everything offered so far, partial batches included, and wait for it.
 
         Returns once every record offered before the call is exported or dropped, or after
@@ -297,10 +329,10 @@ class Tracer:
         """
         targets = [lane.request_flush() for lane in self._lanes]
         with anyio.move_on_after(math.inf if timeout is None else timeout):
-            for lane, target in zip(self._lanes, targets):
+            for lane, target in zip(self._lanes, targets, strict=True):
                 await lane.wait_settled(target)
         pending = tuple(
-            max(0, target - lane.settled) for lane, target in zip(self._lanes, targets)
+            max(0, target - lane.settled) for lane, target in zip(self._lanes, targets, strict=True)
         )
         return FlushReport(completed=not any(pending), pending=pending, stats=self.stats())
 
@@ -328,7 +360,7 @@ class Tracer:
         if self._state != "new":
             raise RuntimeError("a Tracer can be opened only once")
         self._state = "open"
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = get_ident()
         self._token = anyio.lowlevel.current_token()
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
@@ -453,7 +485,7 @@ def span(
     tracer = current_tracer_var.get()
     if tracer is None:
         return INVALID_SPAN
-    return tracer.start_span(name, attributes=attributes, kind=kind, links=links, parent=parent)
+    return tracer.span(name, attributes=attributes, kind=kind, links=links, parent=parent)
 
 
 def lanes_of(tracer: Tracer) -> Sequence[Lane]:

@@ -157,7 +157,9 @@ class FaultyExporter:
         self.calls.append((len(batch), fault))
         kind = FaultKind.OK if fault is None else fault.kind
         if kind is FaultKind.TRANSIENT:
-            raise RetryableExportError("injected transient failure", fault and fault.retry_after)
+            raise RetryableExportError(
+                "injected transient failure", fault.retry_after if fault else None
+            )
         if kind is FaultKind.PERMANENT:
             raise ExportError("injected permanent failure")
         if kind is FaultKind.HANG:
@@ -167,7 +169,7 @@ class FaultyExporter:
         result = await self.inner.export(batch)
         if kind is FaultKind.DELIVER_THEN_FAIL:
             raise RetryableExportError(
-                "injected failure after delivery", fault and fault.retry_after
+                "injected failure after delivery", fault.retry_after if fault else None
             )
         return result
 

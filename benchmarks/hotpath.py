@@ -1,0 +1,186 @@
+"""Hot-path cost of one span, against a floor and the OpenTelemetry SDK, in one run.
+
+Run: ``python benchmarks/hotpath.py [--spans N] [--repeat R]`` (or ``tox -e bench``).
+
+For each backend (asyncio and trio) three producers run the same loop: N iterations, awaiting a
+checkpoint every 50 so that the consumer side gets to run, then a final flush. Each is timed
+end to end (loop plus flush) and the figure reported is nanoseconds per span, median over R
+repetitions, interleaved so that machine noise hits all three alike:
+
+- floor: two ``send_nowait`` of a prebuilt tuple into a bounded memory-object stream, a
+  contextvar set/reset and two ``time.time_ns()`` calls; a consumer task drains the stream the
+  way a good drain worker does (one await, then ``receive_nowait`` until empty).
+- spanlane: ``with tracer.span("x"): pass`` with one memory lane draining in the background.
+- otel: ``with tracer.start_as_current_span("x"): pass`` with the OpenTelemetry SDK's
+  ``BatchSpanProcessor`` and an exporter that does nothing (skipped if the SDK is missing).
+
+Ratios are reported against the floor and the SDK measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextvars
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+import spanlane
+from spanlane.exporters import MemoryExporter
+
+CHECKPOINT_EVERY = 50
+_floor_var: contextvars.ContextVar[object] = contextvars.ContextVar("floor")
+
+
+class _CountingExporter(MemoryExporter):
+    """A memory lane that counts instead of keeping, so repetitions do not grow memory."""
+
+    def __init__(self) -> None:
+        super().__init__(name="counting")
+        self.count = 0
+
+    async def export(self, batch: Sequence[spanlane.SpanRecord]) -> None:
+        self.count += len(batch)
+
+
+async def floor(n: int) -> int:
+    send, receive = anyio.create_memory_object_stream[tuple[Any, ...]](2 * n + 1)
+    item = ("x", 1, 2, None, 1, 0, 0)
+    received = 0
+    done = anyio.Event()
+
+    async def consume() -> None:
+        nonlocal received
+        async with receive:
+            async for _ in receive:
+                received += 1
+                while True:
+                    try:
+                        receive.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    received += 1
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.lowlevel.checkpoint()
+        start = time.perf_counter_ns()
+        for i in range(n):
+            time.time_ns()
+            send.send_nowait(item)
+            token = _floor_var.set(item)
+            _floor_var.reset(token)
+            time.time_ns()
+            send.send_nowait(item)
+            if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                await anyio.lowlevel.checkpoint()
+        send.close()
+        await done.wait()
+        elapsed = time.perf_counter_ns() - start
+    assert received == 2 * n, (received, n)
+    return elapsed
+
+
+async def spanlane_hotpath(n: int) -> int:
+    exporter = _CountingExporter()
+    async with spanlane.open_tracer(
+        exporter, buffer_size=8192, max_batch_size=512, flush_interval=1.0
+    ) as tracer:
+        start = time.perf_counter_ns()
+        for i in range(n):
+            with tracer.span("x"):
+                pass
+            if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                await anyio.lowlevel.checkpoint()
+        report = await tracer.flush()
+        elapsed = time.perf_counter_ns() - start
+    assert report.completed, report
+    assert exporter.count == n, (exporter.count, n)
+    return elapsed
+
+
+def _otel_tracer() -> tuple[Any, Any] | None:
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+    except ImportError:
+        return None
+
+    class NoOpExporter(SpanExporter):
+        def export(self, spans: Any) -> Any:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    processor = BatchSpanProcessor(NoOpExporter(), max_queue_size=65536, max_export_batch_size=512)
+    provider.add_span_processor(processor)
+    return provider, provider.get_tracer("bench")
+
+
+async def otel_hotpath(n: int, provider: Any, tracer: Any) -> int:
+    start = time.perf_counter_ns()
+    for i in range(n):
+        with tracer.start_as_current_span("x"):
+            pass
+        if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+            await anyio.lowlevel.checkpoint()
+    provider.force_flush()
+    return time.perf_counter_ns() - start
+
+
+def measure(backend: str, n: int, repeat: int) -> dict[str, list[float]]:
+    otel = _otel_tracer()
+    contenders: dict[str, Callable[[], Awaitable[int]]] = {
+        "floor": lambda: floor(n),
+        "spanlane": lambda: spanlane_hotpath(n),
+    }
+    if otel is not None:
+        provider, tracer = otel
+        contenders["otel"] = lambda: otel_hotpath(n, provider, tracer)
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeat):
+        for name, run in contenders.items():
+            gc.collect()
+            elapsed = anyio.run(run, backend=backend)
+            results[name].append(elapsed / n)
+    if otel is not None:
+        otel[0].shutdown()
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=20_000, help="spans per repetition")
+    parser.add_argument("--repeat", type=int, default=7, help="repetitions (median is reported)")
+    parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
+    args = parser.parse_args(argv)
+    backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
+    print(f"python {sys.version.split()[0]}, spanlane {spanlane.__version__}, ")
+    print(f"{args.spans} spans x {args.repeat} repetitions, median ns/span (loop + final flush)")
+    for backend in backends:
+        results = measure(backend, args.spans, args.repeat)
+        medians = {name: statistics.median(values) for name, values in results.items()}
+        print(f"\n[{backend}]")
+        for name, value in medians.items():
+            spread = f"{min(results[name]):.0f}-{max(results[name]):.0f}"
+            print(f"  {name:<9} {value:8.0f} ns/span   (range {spread})")
+        ratio_floor = medians["spanlane"] / medians["floor"]
+        print(f"  spanlane / floor      = {ratio_floor:5.2f}x  (target <= 2.0)")
+        if "otel" in medians:
+            speedup = medians["otel"] / medians["spanlane"]
+            print(f"  otel / spanlane       = {speedup:5.2f}x  (target >= 8.0)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
