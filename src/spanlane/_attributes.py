@@ -25,8 +25,8 @@ _SCALARS = (str, bool, int, float)
 def _positive_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is None:
         return
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{attribute.name} must be a non-negative int or None, got {value!r}")
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{attribute.name} must be a positive int or None, got {value!r}")
 
 
 def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -68,20 +68,25 @@ def _safe_repr(value: object, limit: int) -> str:
 
 def _coerce_scalar(value: object, max_length: int | None) -> AttributeValue | None:
     """Return a legal scalar, or None if ``value`` is not one of OTLP's scalar types."""
-    if isinstance(value, str):
-        text = value if type(value) is str else str.__str__(value)
+    # The real type decides, not isinstance(): an object may claim another __class__ (a
+    # Mock(spec=str) does), and the unbound str/int/float methods below would then raise.
+    kind = type(value)
+    if issubclass(kind, str):
+        text = str.__str__(value)
         return text if max_length is None else text[:max_length]
-    if isinstance(value, bool):
-        return bool(value)
-    if isinstance(value, int):
-        number = int(value)
+    if kind is bool:
+        return value  # type: ignore[return-value]
+    if issubclass(kind, int):
+        # int.__int__, not int(): a subclass may override __int__ to raise or lie, and coercion
+        # must never raise. The same goes for float below.
+        number = int.__int__(value)  # type: ignore[arg-type]
         # OTLP integers are 64-bit; a larger one keeps its digits as a string.
         if _INT64_MIN <= number <= _INT64_MAX:
             return number
         text = str(number)
         return text if max_length is None else text[:max_length]
-    if isinstance(value, float):
-        return float(value)
+    if issubclass(kind, float):
+        return float.__float__(value)  # type: ignore[arg-type]
     return None
 
 
@@ -110,8 +115,8 @@ def coerce_value(value: object, max_length: int | None = None) -> AttributeValue
     scalar = _coerce_scalar(value, max_length)
     if scalar is not None:
         return scalar
-    if isinstance(value, (list, tuple)):
-        return _coerce_sequence(value, max_length)
+    if issubclass(kind, (list, tuple)):
+        return _coerce_sequence(value, max_length)  # type: ignore[arg-type]
     return _safe_repr(value, REPR_LIMIT if max_length is None else min(max_length, REPR_LIMIT))
 
 

@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 import anyio
 from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._exceptions import RetryableExportError
 from ._records import SpanRecord
@@ -58,8 +59,15 @@ class Lane:
         self.exporter = exporter
         self.name = exporter_name(exporter)
         self.wants_starts = bool(getattr(exporter, "wants_starts", False))
-        self._send, self._receive = anyio.create_memory_object_stream[SpanRecord](buffer_size)
-        self._send_nowait = self._send.send_nowait
+        self._buffer_size = buffer_size
+        # The stream, events and cancel scope are made by open(), inside the event loop: a lane
+        # that is never opened then holds nothing that needs closing, and a Tracer can be built
+        # outside a running loop.
+        self._send: MemoryObjectSendStream[SpanRecord]
+        self._receive: MemoryObjectReceiveStream[SpanRecord]
+        self._cancel_scope: anyio.CancelScope
+        self._done: anyio.Event
+        self._opened = False
         self._max_batch = max_batch_size
         self._flush_interval = flush_interval
         self._export_timeout = export_timeout
@@ -77,18 +85,27 @@ class Lane:
         self._high_water = 0
         self._in_flight = 0
 
-        self._closed = False  # no more records accepted
+        self._closed = True  # no records accepted (until open(), and again after close())
         self._flush_target = 0  # records up to this accepted index must go out without waiting
         self._wake_at = math.inf  # queued count at which the hot path wakes the worker
         self._wakeup: anyio.Event | None = None  # the worker sleeps on this while batching
         self._room: anyio.Event | None = None  # async offers wait on this for buffer space
         self._progress: anyio.Event | None = None  # flushes wait on this for settled records
+        self._running = False
+        self._last_warning: dict[DropReason, float] = {}
+
+    def open(self) -> None:
+        """Create the stream and start accepting records; called once, in the event loop."""
+        if self._opened:
+            raise RuntimeError(f"lane {self.name!r} was opened already")
+        self._opened = True
+        self._send, self._receive = anyio.create_memory_object_stream[SpanRecord](self._buffer_size)
+        self._send_nowait = self._send.send_nowait
         # Shielded: cancelling a scope around open_tracer() must not kill the worker before the
         # tracer's shutdown has drained it (invariant 5); only cancel(), at drain_timeout, does.
         self._cancel_scope = anyio.CancelScope(shield=True)
-        self._running = False
         self._done = anyio.Event()
-        self._last_warning: dict[DropReason, float] = {}
+        self._closed = False
 
     # --- the hot path --------------------------------------------------------------------------
 
@@ -214,6 +231,8 @@ class Lane:
 
     def buffer_used(self) -> int:
         """What the stream itself says it holds (a cross-check for ``queued``)."""
+        if not self._opened:
+            return 0
         return self._receive.statistics().current_buffer_used
 
     # --- flush and close ---------------------------------------------------------------------
@@ -238,6 +257,8 @@ class Lane:
         if self._closed:
             return
         self._closed = True
+        if not self._opened:
+            return
         self._send.close()
         self._wake_worker()
         if self._room is not None:
@@ -250,12 +271,13 @@ class Lane:
 
     async def wait_done(self) -> None:
         """Wait until the worker has finished, including the exporter's ``aclose()``."""
-        await self._done.wait()
+        if self._opened:
+            await self._done.wait()
 
     @property
     def done(self) -> bool:
-        """True once the worker has finished."""
-        return self._done.is_set()
+        """True once the worker has finished (or when it never started)."""
+        return not self._opened or self._done.is_set()
 
     def _wake_worker(self) -> None:
         if self._wakeup is not None:

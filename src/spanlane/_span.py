@@ -337,9 +337,22 @@ class Span:
         rec.__class__ = SpanRecord
         return rec  # type: ignore[no-any-return]
 
+    def _mark(self, key: str) -> None:
+        """Set one of spanlane's own marker attributes (``spanlane.unfinished``/``cancelled``).
+
+        Not through :meth:`set_attribute`: a span already holding ``max_attributes`` attributes
+        would drop the marker, and the record would no longer say how the span ended (found by
+        the fuzz suite). A marker may exceed the limit by one; the limit bounds the caller's data.
+        """
+        if not self.is_recording:
+            return
+        if self._attributes is None:
+            self._attributes = {}
+        self._attributes[key] = True
+
     def _end_unfinished(self) -> SpanRecord | None:
         """Mark the span unfinished and freeze it; used by the tracer at shutdown."""
-        self.set_attribute(UNFINISHED_ATTRIBUTE, True)
+        self._mark(UNFINISHED_ATTRIBUTE)
         return self._finish(None)
 
     def _start_record(self) -> SpanRecord:
@@ -368,7 +381,7 @@ class Span:
 
     def _note_exception(self, exc: BaseException) -> None:
         if _is_cancellation(exc):
-            self.set_attribute(CANCELLED_ATTRIBUTE, True)
+            self._mark(CANCELLED_ATTRIBUTE)
         elif isinstance(exc, GeneratorExit):
             return
         else:

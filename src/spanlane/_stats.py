@@ -31,7 +31,8 @@ class DropReason(enum.Enum):
     RETRIES_EXHAUSTED = "retries_exhausted"
     #: The record was still queued or in flight when ``drain_timeout`` expired at shutdown.
     SHUTDOWN_TIMEOUT = "shutdown_timeout"
-    #: The record was offered after the tracer had closed.
+    #: The record was offered while the tracer was not open: before it was entered, or after
+    #: it had closed.
     CLOSED = "closed"
     #: The receiving end accepted the batch but rejected this record (OTLP partial success).
     REJECTED = "rejected"

@@ -306,9 +306,26 @@ class Tracer:
         the loop has stopped, the tracer is closed and the lanes only count (thread-safely enough
         for counters nobody else is updating any more).
         """
+        token = self._token
+        if token is None:  # never entered: no loop owns the lanes yet
+            func(*args)
+            return
         try:
-            anyio.from_thread.run_sync(func, *args, token=self._token)
-        except RuntimeError:  # anyio.RunFinishedError: the loop has stopped
+            anyio.lowlevel.current_token()
+        except RuntimeError:  # NoEventLoopError, or a context copied from a loop thread
+            pass
+        else:
+            # This thread runs an event loop of its own (a blocking portal, another anyio.run).
+            # Blocking in it would stall that loop, and trio refuses outright (RuntimeError),
+            # so schedule the hand-off without waiting; calls from one thread run in order.
+            try:
+                token.backend_class.run_sync_soon(func, args, token.native_token)
+            except anyio.RunFinishedError:
+                func(*args)
+            return
+        try:
+            anyio.from_thread.run_sync(func, *args, token=token)
+        except RuntimeError:  # anyio.RunFinishedError, or asyncio closing: the loop has stopped
             func(*args)
 
     # --- flush and statistics ----------------------------------------------------------------
@@ -365,8 +382,14 @@ class Tracer:
         task_group = anyio.create_task_group()
         await task_group.__aenter__()
         self._task_group = task_group
-        for lane in self._lanes:
-            await task_group.start(lane.run)
+        # Shielded: a worker calls started() at once, from inside its own shielded scope, and
+        # start() called in a cancelled scope waits for such a worker to *finish* (both
+        # backends), which it never does: entering the tracer while cancelled (an ASGI server
+        # stopping during startup) hung forever. The body sees the cancellation instead.
+        with anyio.CancelScope(shield=True):
+            for lane in self._lanes:
+                lane.open()
+                await task_group.start(lane.run)
         self._context_token = current_tracer_var.set(self)
         return self
 
@@ -390,15 +413,18 @@ class Tracer:
     async def _shutdown(self) -> None:
         deadline = anyio.current_time() + self.drain_timeout
         self._state = "closing"
-        for span in list(self._open):
+        # A loop, not a snapshot: other tasks may start spans while this one waits for room.
+        while self._open:
+            span = self._open.pop()
             record = span._end_unfinished()
             if record is not None:
                 self._spans_ended += 1
-                self._open.discard(span)
                 # At shutdown it is worth waiting (within the drain deadline) for room.
                 for lane in self._lanes:
                     await lane.offer(record, deadline)
-        self._open.clear()
+        # Spans started from now on are not tracked: ending one counts its record CLOSED, and
+        # one never ended produced no record to lose.
+        self._open = _Untracked()
         for lane in self._lanes:
             lane.close()
         with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
@@ -409,6 +435,13 @@ class Tracer:
                 lane.cancel()
         for lane in self._lanes:
             await lane.wait_done()
+
+
+class _Untracked(set[Span]):
+    """The open-span set of a closed tracer: it forgets what it is given."""
+
+    def add(self, span: Span) -> None:
+        return None
 
 
 def open_tracer(

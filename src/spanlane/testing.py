@@ -20,7 +20,7 @@ from ._tracer import Tracer, open_tracer
 from .exporters._base import Exporter, exporter_name
 from .exporters._memory import MemoryExporter
 
-__all__ = ["CapturedSpans", "Fault", "FaultKind", "FaultyExporter", "capture_spans"]
+__all__ = ["CapturedSpans", "Fault", "FaultKind", "FaultyExporter", "Script", "capture_spans"]
 
 
 @attrs.define
@@ -109,6 +109,7 @@ class Fault:
         return cls(FaultKind.DELIVER_THEN_FAIL, retry_after=retry_after)
 
 
+#: What FaultyExporter(script=...) accepts: faults in call order, or a function choosing them.
 Script = Iterable["Fault | None"] | Callable[[int, Sequence[SpanRecord]], "Fault | None"]
 
 
