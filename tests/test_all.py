@@ -15,13 +15,23 @@ from collections.abc import Iterable
 import pytest
 
 import spanlane
+import spanlane.asgi
 import spanlane.exporters
+import spanlane.httpx
+import spanlane.propagation
 import spanlane.testing
 from spanlane._version import __version__
 
 pytestmark = pytest.mark.anyio
 
-PUBLIC_MODULES = [spanlane, spanlane.exporters, spanlane.testing]
+PUBLIC_MODULES = [
+    spanlane,
+    spanlane.exporters,
+    spanlane.testing,
+    spanlane.asgi,
+    spanlane.propagation,
+    spanlane.httpx,
+]
 
 #: The top-level names issue 2 asks for.
 REQUIRED_TOP_LEVEL = [

@@ -424,3 +424,15 @@ async def test_span_repr_names_the_span_and_its_state() -> None:
         assert "open" in repr(span)
         span.end()
         assert "ended" in repr(span)
+
+
+async def test_update_name_renames_an_open_span_and_not_an_ended_one() -> None:
+    async with capture_spans() as captured:
+        with captured.tracer.span("GET") as span:
+            span.update_name("GET /items/{id}")
+        span.update_name("too late")
+        with pytest.raises(TypeError):
+            span.update_name(42)  # type: ignore[arg-type]
+        spans = await captured.flush()
+    assert [record.name for record in spans] == ["GET /items/{id}"]
+    assert span.name == "GET /items/{id}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._attributes import SpanLimits as SpanLimits
 from ._context import current_tracer as current_tracer
+from ._decorators import traced as traced
 from ._exceptions import ExportError as ExportError
 from ._exceptions import RetryableExportError as RetryableExportError
 from ._exceptions import SpanlaneError as SpanlaneError
@@ -61,4 +62,5 @@ __all__ = [
     "current_tracer",
     "open_tracer",
     "span",
+    "traced",
 ]

@@ -193,6 +193,17 @@ class Span:
 
     # --- setters -----------------------------------------------------------------------------
 
+    def update_name(self, name: str) -> None:
+        """Rename the span (for example once a router has matched the request's route).
+
+        Raises:
+            TypeError: ``name`` is not a str.
+        """
+        if type(name) is not str:
+            raise TypeError(f"span name must be a str, got {type(name).__name__}")
+        if self.is_recording:
+            self._rec.name = name
+
     def set_attribute(self, key: str, value: object) -> None:
         """Set one attribute, coerced to an OTLP-legal value.
 
