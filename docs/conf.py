@@ -7,7 +7,7 @@ import sys
 
 sys.path.insert(0, os.path.abspath("../src"))
 
-from spanlane import __version__  # noqa: E402
+from spanlane import __version__
 
 project = "spanlane"
 author = "spanlane developers"
