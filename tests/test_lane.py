@@ -263,6 +263,9 @@ async def test_wait_policy_cancelled_wait_still_offers_the_record_to_every_lane(
     ) as tracer:
         end_spans(tracer, "s0")
         await full.next_export()
+        # Let "roomy" export s0 too, so that its one-record buffer is empty again (on trio its
+        # worker may otherwise still be waiting to run, and s1 would find it full).
+        await anyio.wait_all_tasks_blocked()
         end_spans(tracer, "s1")  # "full" is now full; "roomy" exports at once
         span = tracer.start_span("s2")
 

@@ -1,0 +1,675 @@
+"""Runs a drawn :class:`~strategies.Case` on a real tracer and records what happened.
+
+:func:`run_case` builds one exporter per :class:`~strategies.LaneSpec`, an :class:`AuditExporter`
+(a memory exporter that also keeps batch boundaries) behind a :class:`FaultyExporter` that plays
+the lane's fault script, and opens the tracer with the drawn configuration inside a cancel scope,
+under ``anyio.run`` on the given backend. The body starts one task per producer in a task group
+(optionally inside a ``body`` span) and each producer executes its ops in order. At the drawn exit
+point a producer (or the body, after the task group) raises ``BodyError`` or cancels the scope.
+
+While the program runs, the interpreter keeps a *model* of every span it started: the attributes,
+drop counts and events the span must carry, computed from the same calls the program makes, and
+whether the program itself ended the span. Each lane's ``offer_nowait``/``offer`` is wrapped (on
+the instance, for this run only) to log what was offered and what was accepted into the stream,
+in order, with a snapshot of each record's attributes at the moment it was offered.
+
+The result, an :class:`Outcome`, holds everything the property checks in ``properties.py`` need:
+the model, per lane the offer log, what the exporter received batch by batch, the fault actually
+applied to each export call and the lane's statistics, and how and when the body and the tracer
+were left.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import logging
+import math
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import attrs
+
+from spanlane import LaneStats, Span, SpanContext, SpanLimits, SpanRecord, Stats, open_tracer
+from spanlane._attributes import coerce_attributes, coerce_value
+from spanlane._lane import Lane
+from spanlane._tracer import Tracer, lanes_of
+from spanlane.exporters import MemoryExporter
+from spanlane.exporters._base import Exporter
+from spanlane.testing import Fault, FaultKind, FaultyExporter
+from strategies import (
+    AddEvent,
+    Case,
+    Checkpoint,
+    EndSpan,
+    Flush,
+    Items,
+    LaneSpec,
+    Op,
+    Parent,
+    RaiseInSpan,
+    SetAttribute,
+    SetAttributes,
+    StartSpan,
+    Weird,
+)
+
+#: Passing this as ``parent`` starts a new trace even inside a span.
+NEW_TRACE = SpanContext(trace_id=0, span_id=0)
+
+Backend = Literal["asyncio", "trio"]
+BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
+
+
+class BodyError(Exception):
+    """What the program raises to leave ``open_tracer()`` by an exception."""
+
+
+class Boom(Exception):
+    """What a :class:`~strategies.RaiseInSpan` op raises inside its span (and catches)."""
+
+
+# --- hostile values --------------------------------------------------------------------------
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str either")
+
+
+class _BadMapping:
+    """Looks like a mapping to a type checker in a hurry; ``items()`` raises."""
+
+    def items(self) -> Any:
+        raise RuntimeError("items() refuses")
+
+
+class _LoudStr(str):
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return "LOUD"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+def materialize(value: object) -> object:
+    """A fresh object for a drawn value: programs mutate what they hand over, and the same drawn
+    program may run twice (once per backend)."""
+    if isinstance(value, Weird):
+        if value is Weird.HUGE_STR:
+            return "x" * 100_000
+        if value is Weird.BIG_INT:
+            return 2**70 + 1
+        if value is Weird.BAD_REPR:
+            return _BadRepr()
+        if value is Weird.RECURSIVE_LIST:
+            looped: list[object] = [1]
+            looped.append(looped)
+            return looped
+        if value is Weird.STR_SUBCLASS:
+            return _LoudStr("quiet")
+        if value is Weird.INT_ENUM:
+            return _Level.HIGH
+        if value is Weird.NESTED:
+            return {"a": [1, {"b": (2.5, None)}], "c": {"d": [[]]}}
+        if value is Weird.MUTABLE_LIST:
+            return [1, 2, 3]
+        return _BadMapping()
+    return copy.deepcopy(value)
+
+
+def mutate(value: object) -> None:
+    """Change a handed-over value in place, as careless callers do."""
+    if isinstance(value, list):
+        value.append("changed later")
+    elif isinstance(value, dict):
+        value["changed later"] = True
+
+
+def _mapping(items: Items | None) -> dict[Any, object] | None:
+    if items is None:
+        return None
+    return {materialize(key): materialize(value) for key, value in items}
+
+
+# --- the model -------------------------------------------------------------------------------
+
+SpanRole = Literal["manual", "raise", "body"]
+
+
+@attrs.define(eq=False)
+class SpanInfo:
+    """The interpreter's model of one span the program started.
+
+    Attributes:
+        span: the live span.
+        name: its name: ``p<producer>.<n>`` (``!`` appended for a span an exception left),
+            or ``body``.
+        role: ``manual`` (started and ended by hand), ``raise`` (a ``with`` span an exception
+            or cancellation left), ``body`` (the span around the task group).
+        parent: the model of the parent span, or None for a root.
+        start_attributes: the attributes the start record must carry.
+        start_dropped: the attributes dropped when the span started.
+        attributes: the attributes set while the span was open.
+        dropped_attributes: attribute drops counted while the span was open.
+        events: ``(name or None when the name was not a string, attributes, dropped)`` for every
+            event kept while the span was open.
+        dropped_events: event drops counted while the span was open.
+        ended: the program ended the span (``end``, ``aend``, a thread, or leaving ``with``).
+        left_by: for ``with`` spans, the exception that left the block, if any.
+    """
+
+    span: Span
+    name: str
+    role: SpanRole
+    parent: SpanInfo | None
+    start_attributes: dict[str, object] = attrs.Factory(dict)
+    start_dropped: int = 0
+    attributes: dict[str, object] = attrs.Factory(dict)
+    dropped_attributes: int = 0
+    events: list[tuple[str | None, dict[str, object], int]] = attrs.Factory(list)
+    dropped_events: int = 0
+    ended: bool = False
+    left_by: BaseException | None = None
+
+    @property
+    def span_id(self) -> int:
+        return self.span.context.span_id
+
+    @property
+    def trace_id(self) -> int:
+        return self.span.context.trace_id
+
+    def set_attribute(self, key: object, value: object, limits: SpanLimits) -> None:
+        """What ``Span.set_attribute`` must do, applied to the model."""
+        if self.ended:
+            return
+        if type(key) is not str or not key:
+            self.dropped_attributes += 1
+            return
+        coerced = coerce_value(value, limits.max_attribute_length)
+        if coerced is None or (
+            key not in self.attributes and len(self.attributes) >= limits.max_attributes
+        ):
+            self.dropped_attributes += 1
+            return
+        self.attributes[key] = coerced
+
+    def add_event(self, name: object, attributes: object, limits: SpanLimits) -> None:
+        """What ``Span.add_event`` must do, applied to the model."""
+        if self.ended:
+            return
+        if len(self.events) >= limits.max_events:
+            self.dropped_events += 1
+            return
+        kept, dropped = coerce_attributes(
+            attributes,  # type: ignore[arg-type]
+            limits.max_event_attributes,
+            limits.max_attribute_length,
+        )
+        self.events.append((name if type(name) is str else None, dict(kept), dropped))
+
+
+# --- exporters and spies ---------------------------------------------------------------------
+
+
+class AuditExporter(MemoryExporter):
+    """A memory exporter that also keeps each batch as received."""
+
+    def __init__(self, *, wants_starts: bool, name: str) -> None:
+        super().__init__(wants_starts=wants_starts, name=name)
+        self.received: list[tuple[SpanRecord, ...]] = []
+
+    async def export(self, batch: Sequence[SpanRecord]) -> None:
+        self.received.append(tuple(batch))
+        await super().export(batch)
+
+
+@attrs.define
+class LaneLog:
+    """What the tracer offered a lane, and what the lane accepted into its stream, in order."""
+
+    offered: list[SpanRecord] = attrs.Factory(list)
+    accepted: list[SpanRecord] = attrs.Factory(list)
+    #: ``snapshot(record)`` taken when each record was offered, by ``id(record)``.
+    at_offer: dict[int, object] = attrs.Factory(dict)
+
+
+def normalize(value: object) -> object:
+    """Make attribute values comparable: NaN equals NaN, mappings become sorted tuples."""
+    if isinstance(value, float) and math.isnan(value):
+        return ("NaN",)
+    if isinstance(value, tuple):
+        return tuple(normalize(item) for item in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(key), normalize(item)) for key, item in value.items()))
+    return value
+
+
+def snapshot(record: SpanRecord) -> object:
+    """Everything about a record a later mutation could change."""
+    return (
+        normalize(record.attributes),
+        tuple((event.name, normalize(event.attributes)) for event in record.events),
+        record.status,
+        record.dropped_attributes,
+        record.dropped_events,
+        record.end_time_ns,
+    )
+
+
+def spy_on(lane: Lane, log: LaneLog) -> None:
+    """Log what ``lane`` is offered and accepts; wraps the instance's methods for this run."""
+    offer_nowait = lane.offer_nowait
+    offer = lane.offer
+
+    def spying_offer_nowait(record: SpanRecord) -> bool:
+        log.offered.append(record)
+        log.at_offer[id(record)] = snapshot(record)
+        accepted = offer_nowait(record)
+        if accepted:
+            log.accepted.append(record)
+        return accepted
+
+    async def spying_offer(record: SpanRecord, deadline: float) -> bool:
+        log.offered.append(record)
+        log.at_offer[id(record)] = snapshot(record)
+        # Nothing runs between the record entering the stream and offer() returning, so the
+        # accepted log keeps the stream's order.
+        accepted = await offer(record, deadline)
+        if accepted:
+            log.accepted.append(record)
+        return accepted
+
+    lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign]
+    lane.offer = spying_offer  # type: ignore[method-assign]
+
+
+# --- the outcome -----------------------------------------------------------------------------
+
+
+@attrs.define
+class LaneOutcome:
+    """One lane after the run."""
+
+    spec: LaneSpec
+    stats: LaneStats
+    log: LaneLog
+    audit: AuditExporter
+    #: ``(batch size, fault)`` per export call, in order, as the FaultyExporter applied them.
+    calls: list[tuple[int, Fault | None]]
+
+    @property
+    def delivered(self) -> list[SpanRecord]:
+        """Every record the exporter received, in order (a redelivered batch appears twice)."""
+        return [record for batch in self.audit.received for record in batch]
+
+    @property
+    def redelivered(self) -> bool:
+        """True if an export call delivered its batch and then failed."""
+        return any(
+            fault is not None and fault.kind is FaultKind.DELIVER_THEN_FAIL
+            for _, fault in self.calls
+        )
+
+
+@attrs.define
+class Outcome:
+    """Everything observed while running one case on one backend."""
+
+    case: Case
+    backend: Backend
+    spans: list[SpanInfo]
+    lanes: list[LaneOutcome]
+    stats: Stats
+    #: What left the body (inside ``open_tracer()``), and what left ``open_tracer()``.
+    body_exc: BaseException | None
+    tracer_exc: BaseException | None
+    #: What ``anyio.run`` raised.
+    escaped: BaseException | None
+    #: The cancel scope around ``open_tracer()`` caught a cancellation.
+    scope_caught: bool
+    #: Seconds from leaving the body to leaving ``open_tracer()``.
+    exit_seconds: float
+    #: Log records the "spanlane" logger emitted at ERROR or above (a crashed drain worker).
+    errors: list[logging.LogRecord]
+    #: Snapshots taken after each op whose lane counters did not balance.
+    unbalanced: list[Stats]
+
+
+# --- running a program -----------------------------------------------------------------------
+
+
+class _Run:
+    """The state of one program run."""
+
+    def __init__(self, case: Case) -> None:
+        self.case = case
+        self.limits = case.config.limits
+        self.audits = [
+            AuditExporter(wants_starts=spec.wants_starts, name=f"lane{index}")
+            for index, spec in enumerate(case.config.lanes)
+        ]
+        self.faulty = [
+            FaultyExporter(
+                audit,
+                list(spec.script),
+                fail_on_close=spec.fail_on_close,
+                hang_on_close=spec.hang_on_close,
+            )
+            for audit, spec in zip(self.audits, case.config.lanes, strict=True)
+        ]
+        self.exporters: list[Exporter] = list(self.faulty)
+        self.logs = [LaneLog() for _ in self.exporters]
+        self._tracer: Tracer | None = None
+        self.spans: list[SpanInfo] = []
+        self.unbalanced: list[Stats] = []
+        self.body: SpanInfo | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.body_exc: BaseException | None = None
+        self.tracer_exc: BaseException | None = None
+        self.left_body = math.nan
+        self.left_tracer = math.nan
+
+    # --- exits ---
+
+    async def fire(self) -> None:
+        """Leave the program the drawn way."""
+        how = self.case.program.exit.how
+        if how == "raise":
+            raise BodyError("the body gives up")
+        if how == "cancel":
+            assert self.scope is not None
+            self.scope.cancel()
+            await anyio.lowlevel.checkpoint()
+            raise AssertionError("the cancellation of the enclosing scope did not arrive")
+
+    # --- the body ---
+
+    @property
+    def tracer(self) -> Tracer:
+        assert self._tracer is not None, "the tracer is built when the run starts"
+        return self._tracer
+
+    async def main(self) -> None:
+        # Built inside the event loop: a tracer may hold backend objects from the start.
+        self._tracer = open_tracer(*self.exporters, **self.case.config.options())  # type: ignore[arg-type]
+        for lane, log in zip(lanes_of(self.tracer), self.logs, strict=True):
+            spy_on(lane, log)
+        with anyio.CancelScope() as self.scope:
+            try:
+                async with self.tracer:
+                    try:
+                        await self.run_body()
+                    except BaseException as exc:
+                        self.body_exc = exc
+                        raise
+                    finally:
+                        self.left_body = time.monotonic()
+            except BaseException as exc:
+                self.tracer_exc = exc
+                raise
+            finally:
+                self.left_tracer = time.monotonic()
+
+    async def run_body(self) -> None:
+        if not self.case.program.body_span:
+            await self.run_producers()
+            return
+        span = self.tracer.span("body", parent=NEW_TRACE)
+        self.body = info = self.started(span, "body", None)
+        try:
+            with span:
+                await self.run_producers()
+        except BaseException as exc:
+            info.left_by = exc
+            raise
+        finally:
+            info.ended = True
+
+    async def run_producers(self) -> None:
+        async with anyio.create_task_group() as group:
+            for index, producer_ops in enumerate(self.case.program.producers):
+                group.start_soon(self.produce, index, producer_ops)
+        if self.case.program.exit.at is None:
+            await self.fire()
+
+    async def produce(self, index: int, producer_ops: Sequence[Op]) -> None:
+        at = self.case.program.exit.at
+        spans: list[SpanInfo] = []
+        for step, op in enumerate(producer_ops):
+            if at == (index, step):
+                await self.fire()
+            await self.execute(index, spans, op)
+            self.audit_counters()
+        if at is not None and at[0] == index and at[1] >= len(producer_ops):
+            await self.fire()
+
+    def audit_counters(self) -> None:
+        """Note any moment at which a lane's counters do not balance (they must at all times)."""
+        stats = self.tracer.stats()
+        if not all(lane.balanced for lane in stats.lanes):
+            self.unbalanced.append(stats)
+
+    def started(
+        self,
+        span: Span,
+        role: SpanRole,
+        parent: SpanInfo | None,
+        attributes: dict[Any, object] | None = None,
+    ) -> SpanInfo:
+        """Model a span the program just started with ``attributes``; then mutate those."""
+        info = SpanInfo(span, span.name, role, parent)
+        self.spans.append(info)
+        if attributes:
+            limits = self.limits
+            kept, dropped = coerce_attributes(
+                attributes, limits.max_attributes, limits.max_attribute_length
+            )
+            info.start_attributes = dict(kept)
+            info.attributes = dict(kept)
+            info.start_dropped = info.dropped_attributes = dropped
+            for value in attributes.values():
+                mutate(value)
+            attributes["added later"] = "ignored"
+        return info
+
+    def parent_of(
+        self, parent: Parent, spans: list[SpanInfo]
+    ) -> tuple[Span | SpanContext | None, SpanInfo | None]:
+        """The ``parent=`` argument for a drawn parent, and the model of that parent."""
+        if parent == "current":
+            return None, self.body
+        if parent is None or not spans:
+            return NEW_TRACE, None
+        info = spans[parent % len(spans)]
+        return info.span, info
+
+    async def execute(self, index: int, spans: list[SpanInfo], op: Op) -> None:
+        if isinstance(op, StartSpan):
+            parent, parent_info = self.parent_of(op.parent, spans)
+            attributes = _mapping(op.attributes)
+            span = self.tracer.start_span(
+                f"p{index}.{len(spans)}", attributes=attributes, parent=parent
+            )
+            spans.append(self.started(span, "manual", parent_info, attributes))
+        elif isinstance(op, RaiseInSpan):
+            await self.raise_in_span(index, spans, op)
+        elif isinstance(op, Flush):
+            await self.tracer.flush(timeout=op.timeout)
+        elif isinstance(op, Checkpoint):
+            if op.sleep:
+                await anyio.lowlevel.checkpoint()
+            else:
+                await anyio.lowlevel.checkpoint()
+        elif spans:
+            await self.touch(spans[op.target % len(spans)], op)
+
+    async def touch(
+        self, info: SpanInfo, op: EndSpan | SetAttribute | SetAttributes | AddEvent
+    ) -> None:
+        """An op on an existing span, open or already ended."""
+        limits = self.limits
+        span = info.span
+        if isinstance(op, EndSpan):
+            if op.via == "thread":
+
+                def end_in_thread() -> None:
+                    info.ended = True
+                    span.end()
+
+                await anyio.to_thread.run_sync(end_in_thread)
+            elif op.via == "aend":
+                info.ended = True
+                await span.aend()
+            else:
+                info.ended = True
+                span.end()
+        elif isinstance(op, SetAttribute):
+            key, value = materialize(op.key), materialize(op.value)
+            info.set_attribute(key, value, limits)
+            span.set_attribute(key, value)  # type: ignore[arg-type]
+            mutate(value)
+        elif isinstance(op, SetAttributes):
+            if isinstance(op.items, Weird):
+                if not info.ended:
+                    info.dropped_attributes += 1
+                span.set_attributes(materialize(op.items))  # type: ignore[arg-type]
+                return
+            mapping = _mapping(op.items) or {}
+            for key, value in mapping.items():
+                info.set_attribute(key, value, limits)
+            span.set_attributes(mapping)
+            for value in mapping.values():
+                mutate(value)
+        else:
+            name = materialize(op.name)
+            attributes = _mapping(op.attributes)
+            info.add_event(name, attributes, limits)
+            span.add_event(name, attributes)  # type: ignore[arg-type]
+            for value in (attributes or {}).values():
+                mutate(value)
+
+    async def raise_in_span(self, index: int, spans: list[SpanInfo], op: RaiseInSpan) -> None:
+        parent, parent_info = self.parent_of(op.parent, spans)
+        attributes = _mapping(op.attributes)
+        span = self.tracer.span(f"p{index}.{len(spans)}!", attributes=attributes, parent=parent)
+        info = self.started(span, "raise", parent_info, attributes)
+        spans.append(info)
+        boom = Boom(f"raised in {span.name}")
+        try:
+            if op.asynchronous:
+                async with span:
+                    await _inside(info, op.checkpoint, boom)
+            else:
+                with span:
+                    await _inside(info, op.checkpoint, boom)
+        except Boom:
+            pass
+        finally:
+            info.ended = True
+
+    # --- results ---
+
+    def outcome(
+        self, backend: Backend, escaped: BaseException | None, errors: list[logging.LogRecord]
+    ) -> Outcome:
+        stats = self.tracer.stats()
+        return Outcome(
+            case=self.case,
+            backend=backend,
+            spans=self.spans,
+            lanes=[
+                LaneOutcome(spec, lane_stats, log, audit, faulty.calls)
+                for spec, lane_stats, log, audit, faulty in zip(
+                    self.case.config.lanes,
+                    stats.lanes,
+                    self.logs,
+                    self.audits,
+                    self.faulty,
+                    strict=True,
+                )
+            ],
+            stats=stats,
+            body_exc=self.body_exc,
+            tracer_exc=self.tracer_exc,
+            escaped=escaped,
+            scope_caught=self.scope is not None and self.scope.cancelled_caught,
+            exit_seconds=self.left_tracer - self.left_body,
+            errors=errors,
+            unbalanced=self.unbalanced,
+        )
+
+
+async def _inside(info: SpanInfo, checkpoint: bool, boom: Boom) -> None:
+    """The body of a :class:`~strategies.RaiseInSpan` span; notes what leaves it.
+
+    Only what leaves the body counts: with ``on_full="wait"`` the span's ``__aexit__`` may be
+    cancelled while it waits for room, after the span has ended on ``boom``.
+    """
+    try:
+        if checkpoint:
+            await anyio.lowlevel.checkpoint()
+    except BaseException as exc:  # the cancellation arrived at the checkpoint
+        info.left_by = exc
+        raise
+    info.left_by = boom
+    raise boom
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def quiet_spanlane_logger() -> Iterator[_Collect]:
+    """Keep the "spanlane" logger's (expected, plentiful) drop warnings out of pytest's log
+    capture for the duration of a run, collecting them instead."""
+    logger = logging.getLogger("spanlane")
+    handler = _Collect()
+    propagate, level = logger.propagate, logger.level
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.WARNING)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        logger.setLevel(level)
+
+
+def run_case(case: Case, backend: Backend) -> Outcome:
+    """Run ``case`` under ``anyio.run`` on ``backend``; return what happened.
+
+    Args:
+        case: the configuration and the program.
+        backend: ``"asyncio"`` or ``"trio"``.
+    """
+    run = _Run(case)
+    escaped: BaseException | None = None
+    with quiet_spanlane_logger() as handler:
+        try:
+            anyio.run(run.main, backend=backend)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            escaped = exc
+    errors = [record for record in handler.records if record.levelno >= logging.ERROR]
+    return run.outcome(backend, escaped, errors)

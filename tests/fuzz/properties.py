@@ -1,0 +1,449 @@
+"""The properties the fuzz suite holds spanlane to, as checks over an :class:`Outcome`.
+
+Each check raises :class:`PropertyViolation` naming its property, so that the mutant tests can
+tell which property caught a broken lane. ``docs/testing.md`` states the same guarantees for users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from collections import Counter
+from collections.abc import Iterable
+
+import trio
+
+from spanlane import SpanRecord, StatusCode
+from spanlane._lane import ACLOSE_GRACE
+from spanlane._records import CANCELLED_ATTRIBUTE, UNFINISHED_ATTRIBUTE
+
+from .interpreter import BodyError, Outcome, SpanInfo, normalize, snapshot
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
+
+#: Seconds allowed on top of ``drain_timeout`` and the aclose grace period for leaving the tracer.
+#: Generous on purpose: the property is "bounded", not "fast", and CI machines stall.
+EXIT_MARGIN = 5.0
+
+
+class PropertyViolation(AssertionError):
+    """A property does not hold; ``prop`` names which one."""
+
+    def __init__(self, prop: str, message: str) -> None:
+        super().__init__(f"[{prop}] {message}")
+        self.prop = prop
+
+
+def _require(prop: str, condition: bool, message: str) -> None:
+    if not condition:
+        raise PropertyViolation(prop, message)
+
+
+def _key(record: SpanRecord) -> tuple[int, bool]:
+    """A record's identity across copies: its span id and its phase (start or end)."""
+    return record.span_id, record.end_time_ns is None
+
+
+def _describe(record: SpanRecord) -> str:
+    phase = "start" if record.end_time_ns is None else "end"
+    return f"{record.name}/{phase}"
+
+
+# --- 1. accounting ---------------------------------------------------------------------------
+
+
+def check_accounting(outcome: Outcome) -> None:
+    """Every lane balances (while the program runs too), holds nothing after exit, was offered
+    every span, and exported exactly what it counted."""
+    prop = "accounting"
+    spans = outcome.spans
+    _require(prop, not outcome.errors, f"spanlane logged errors: {outcome.errors}")
+    _require(
+        prop,
+        not outcome.unbalanced,
+        f"while the program ran, counters did not balance: {outcome.unbalanced[:1]}",
+    )
+    _require(
+        prop,
+        outcome.stats.spans_started == outcome.stats.spans_ended == len(spans),
+        f"{len(spans)} spans started by the program, tracer stats say {outcome.stats}",
+    )
+    for number, lane in enumerate(outcome.lanes):
+        stats = lane.stats
+        name = f"lane {number}"
+        _require(prop, stats.queued == 0, f"{name}: {stats.queued} records still queued")
+        _require(prop, stats.in_flight == 0, f"{name}: {stats.in_flight} records still in flight")
+        _require(
+            prop,
+            stats.offered == stats.exported + stats.dropped_total,
+            f"{name}: offered {stats.offered} != exported {stats.exported} + dropped "
+            f"{dict(stats.dropped)}",
+        )
+        # Every span was offered to every lane: one end record, and one start record if the
+        # exporter asked for starts. A record that never reached a lane is a silent loss.
+        expected = Counter(
+            (info.span_id, phase)
+            for info in spans
+            for phase in ((False, True) if lane.spec.wants_starts else (False,))
+        )
+        offered = Counter(_key(record) for record in lane.log.offered)
+        missing = expected - offered
+        extra = offered - expected
+        _require(
+            prop,
+            not missing and not extra,
+            f"{name}: offered records differ from the spans started: "
+            f"{len(missing)} never offered, {len(extra)} unexpected "
+            f"({[info.name for info in spans if (info.span_id, False) in missing]} not ended)",
+        )
+        _require(
+            prop,
+            stats.offered == len(lane.log.offered),
+            f"{name}: stats count {stats.offered} offers, the lane was offered "
+            f"{len(lane.log.offered)} records",
+        )
+        accepted = {id(record) for record in lane.log.accepted}
+        delivered = lane.delivered
+        strays = [_describe(record) for record in delivered if id(record) not in accepted]
+        _require(prop, not strays, f"{name}: exported records never accepted: {strays}")
+        keys = [_key(record) for record in delivered]
+        if not lane.redelivered:
+            # Exactly once: what the exporter got is what the lane counts as exported.
+            _require(
+                prop,
+                len(delivered) == stats.exported,
+                f"{name}: exporter received {len(delivered)} records, lane counts "
+                f"{stats.exported} exported",
+            )
+            _require(prop, len(set(keys)) == len(keys), f"{name}: a record was exported twice")
+        else:
+            # At-least-once: an export that delivered and then failed is retried (or dropped),
+            # so the exporter may hold duplicates, and records counted as dropped.
+            _require(
+                prop,
+                len(set(keys)) >= stats.exported,
+                f"{name}: lane counts {stats.exported} exported, exporter received only "
+                f"{len(set(keys))} distinct records",
+            )
+        _require(prop, lane.audit.closed, f"{name}: the exporter's aclose() never ran")
+
+
+# --- 2. no silent loss -----------------------------------------------------------------------
+
+
+def check_no_loss(outcome: Outcome) -> None:
+    """Under a lossless configuration nothing is dropped and every span reaches every lane.
+
+    The caller guarantees the configuration: no permanent fault, no hang, a buffer that holds
+    every record of the program, more attempts than scripted failures.
+    """
+    prop = "no-loss"
+    for number, lane in enumerate(outcome.lanes):
+        name = f"lane {number}"
+        stats = lane.stats
+        _require(prop, not stats.dropped, f"{name}: dropped {dict(stats.dropped)}")
+        received = {_key(record) for record in lane.delivered}
+        for info in outcome.spans:
+            _require(
+                prop,
+                (info.span_id, False) in received,
+                f"{name}: the end of span {info.name} never reached the exporter",
+            )
+            if lane.spec.wants_starts:
+                _require(
+                    prop,
+                    (info.span_id, True) in received,
+                    f"{name}: the start of span {info.name} never reached the exporter",
+                )
+
+
+# --- 3. order --------------------------------------------------------------------------------
+
+
+def _first_deliveries(batches: Iterable[tuple[SpanRecord, ...]]) -> list[tuple[SpanRecord, ...]]:
+    """The batches as first delivered: a batch delivered again right after itself (a retry
+    after a delivery that then failed) counts once."""
+    result: list[tuple[SpanRecord, ...]] = []
+    for batch in batches:
+        if (
+            result
+            and len(batch) == len(result[-1])
+            and all(a is b for a, b in zip(batch, result[-1], strict=True))
+        ):
+            continue
+        result.append(batch)
+    return result
+
+
+def check_order(outcome: Outcome) -> None:
+    """Each lane exports records in the order they were accepted, in contiguous runs, and a
+    span's start precedes its end, also across retries."""
+    prop = "order"
+    for number, lane in enumerate(outcome.lanes):
+        name = f"lane {number}"
+        position = {id(record): index for index, record in enumerate(lane.log.accepted)}
+        last = -1
+        first_deliveries = _first_deliveries(lane.audit.received)
+        for batch in first_deliveries:
+            indexes = [position.get(id(record), -1) for record in batch]
+            _require(
+                prop,
+                indexes[0] > last,
+                f"{name}: batch {[_describe(r) for r in batch]} came after later records",
+            )
+            _require(
+                prop,
+                indexes == list(range(indexes[0], indexes[0] + len(batch))),
+                f"{name}: batch {[_describe(r) for r in batch]} is not a run of the stream "
+                f"(stream positions {indexes})",
+            )
+            last = indexes[-1]
+        if lane.spec.wants_starts:
+            exported = [record for batch in first_deliveries for record in batch]
+            for records, what in ((lane.log.offered, "offered"), (exported, "exported")):
+                seen_end: set[int] = set()
+                for record in records:
+                    if record.end_time_ns is None:
+                        _require(
+                            prop,
+                            record.span_id not in seen_end,
+                            f"{name}: the start of {record.name} was {what} after its end",
+                        )
+                    else:
+                        seen_end.add(record.span_id)
+
+
+# --- 4. integrity ----------------------------------------------------------------------------
+
+
+def _expected_end(info: SpanInfo) -> tuple[dict[str, object], int]:
+    """The attributes and attribute drop count the end record of a span must carry."""
+    attributes = dict(info.attributes)
+    dropped = info.dropped_attributes
+    if info.role != "manual" and info.left_by is not None and _is_cancellation(info.left_by):
+        attributes[CANCELLED_ATTRIBUTE] = True
+    if not info.ended:
+        attributes[UNFINISHED_ATTRIBUTE] = True
+    return attributes, dropped
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    """True for either backend's cancellation, also inside an exception group."""
+    if isinstance(exc, (asyncio.CancelledError, trio.Cancelled)):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_cancellation(inner) for inner in exc.exceptions)
+    return False
+
+
+def check_integrity(outcome: Outcome) -> None:
+    """Ids are unique and non-zero, parents are spans of the same trace the program started,
+    and every record carries exactly what the program set before it was offered, unchanged by
+    anything done afterwards."""
+    prop = "integrity"
+    by_id: dict[int, SpanInfo] = {}
+    roots: set[int] = set()
+    for info in outcome.spans:
+        _require(prop, info.span_id != 0 and info.trace_id != 0, f"{info.name} has a zero id")
+        _require(prop, info.span_id not in by_id, f"span id of {info.name} is not unique")
+        by_id[info.span_id] = info
+        if info.parent is None:
+            _require(prop, info.trace_id not in roots, f"root {info.name} reuses a trace id")
+            roots.add(info.trace_id)
+    for number, lane in enumerate(outcome.lanes):
+        name = f"lane {number}"
+        for record in lane.log.offered:
+            _require(
+                prop,
+                snapshot(record) == lane.log.at_offer[id(record)],
+                f"{name}: {_describe(record)} changed after it was offered",
+            )
+        for record in lane.log.offered:
+            owner = by_id.get(record.span_id)
+            _require(prop, owner is not None, f"{name}: {_describe(record)} is no span of ours")
+            assert owner is not None
+            _check_record(prop, name, record, owner, by_id)
+
+
+def _check_record(
+    prop: str, lane: str, record: SpanRecord, info: SpanInfo, by_id: dict[int, SpanInfo]
+) -> None:
+    what = f"{lane}: {_describe(record)}"
+    _require(prop, record.name == info.name, f"{what}: named {record.name!r}")
+    _require(prop, record.trace_id == info.trace_id, f"{what}: wrong trace id")
+    if record.parent_span_id is None:
+        _require(prop, info.parent is None, f"{what}: lost its parent {info.parent}")
+    else:
+        parent = by_id.get(record.parent_span_id)
+        _require(prop, parent is not None, f"{what}: parent is not a span the program started")
+        assert parent is not None
+        _require(prop, parent is info.parent, f"{what}: parent is {parent.name}")
+        _require(prop, parent.trace_id == record.trace_id, f"{what}: parent in another trace")
+    if record.end_time_ns is None:
+        _require(
+            prop,
+            normalize(record.attributes) == normalize(info.start_attributes),
+            f"{what}: attributes {dict(record.attributes)} != {info.start_attributes}",
+        )
+        _require(prop, record.dropped_attributes == info.start_dropped, f"{what}: drop count")
+        return
+    attributes, dropped = _expected_end(info)
+    if info.role == "manual":
+        _require(
+            prop,
+            normalize(record.attributes) == normalize(attributes),
+            f"{what}: attributes {dict(record.attributes)} != expected {attributes}",
+        )
+        _require(
+            prop,
+            record.dropped_attributes == dropped,
+            f"{what}: {record.dropped_attributes} attributes dropped, expected {dropped}",
+        )
+        _require(
+            prop,
+            len(record.events) == len(info.events),
+            f"{what}: {len(record.events)} events, expected {len(info.events)}",
+        )
+        for event, (event_name, event_attributes, event_dropped) in zip(
+            record.events, info.events, strict=True
+        ):
+            _require(
+                prop,
+                (event_name is None or event.name == event_name)
+                and normalize(event.attributes) == normalize(event_attributes)
+                and event.dropped_attributes == event_dropped,
+                f"{what}: event {event} != expected {(event_name, event_attributes)}",
+            )
+        _require(prop, record.dropped_events == info.dropped_events, f"{what}: event drops")
+        _require(prop, record.status.code is StatusCode.UNSET, f"{what}: status {record.status}")
+    else:
+        # A with-span: only the marks of how it was left are predictable.
+        for key in (CANCELLED_ATTRIBUTE, UNFINISHED_ATTRIBUTE):
+            _require(
+                prop,
+                (key in record.attributes) == (key in attributes),
+                f"{what}: attributes {dict(record.attributes)}, expected {key}: "
+                f"{key in attributes}",
+            )
+        raised = info.left_by is not None and not _is_cancellation(info.left_by)
+        _require(
+            prop,
+            (record.status.code is StatusCode.ERROR) == raised,
+            f"{what}: status {record.status} but left by {info.left_by!r}",
+        )
+        if raised and record.dropped_events == 0:
+            _require(
+                prop,
+                [event.name for event in record.events] == ["exception"],
+                f"{what}: events {[event.name for event in record.events]}",
+            )
+
+
+# --- 5. drain or cancel ----------------------------------------------------------------------
+
+
+def check_drain_or_cancel(outcome: Outcome) -> None:
+    """Leaving the tracer is bounded by its deadlines, the body's exception or cancellation
+    leaves unchanged, and spans still open were ended as unfinished and offered to every lane."""
+    prop = "drain-or-cancel"
+    config = outcome.case.config
+    bound = config.drain_timeout + ACLOSE_GRACE + EXIT_MARGIN
+    _require(
+        prop,
+        math.isfinite(outcome.exit_seconds) and outcome.exit_seconds <= bound,
+        f"leaving the tracer took {outcome.exit_seconds:.2f} s (bound {bound:.2f} s)",
+    )
+    _require(
+        prop,
+        outcome.tracer_exc is outcome.body_exc,
+        f"the body raised {outcome.body_exc!r}, the tracer let out {outcome.tracer_exc!r}",
+    )
+    how = outcome.case.program.exit.how
+    body_exc = outcome.body_exc
+    if how == "normal":
+        _require(prop, body_exc is None, f"a normal exit raised {body_exc!r}")
+        _require(prop, outcome.escaped is None, f"anyio.run raised {outcome.escaped!r}")
+    elif how == "raise":
+        _require(
+            prop,
+            isinstance(body_exc, BodyError)
+            or (
+                isinstance(body_exc, BaseExceptionGroup)
+                and body_exc.subgroup(BodyError) is not None
+            ),
+            f"the body's BodyError became {body_exc!r}",
+        )
+        _require(prop, outcome.escaped is body_exc, f"anyio.run raised {outcome.escaped!r}")
+    else:
+        _require(
+            prop,
+            body_exc is not None and _is_cancellation(body_exc),
+            f"the body was cancelled but raised {body_exc!r}",
+        )
+        _require(prop, outcome.scope_caught, "the enclosing scope did not catch its cancellation")
+        _require(prop, outcome.escaped is None, f"anyio.run raised {outcome.escaped!r}")
+    for number, lane in enumerate(outcome.lanes):
+        ends = {r.span_id: r for r in lane.log.offered if r.end_time_ns is not None}
+        received = {r.span_id for r in lane.delivered if r.end_time_ns is not None}
+        for info in outcome.spans:
+            record = ends.get(info.span_id)
+            what = f"lane {number}: span {info.name}"
+            _require(prop, record is not None, f"{what} was never offered")
+            assert record is not None
+            _require(
+                prop,
+                (UNFINISHED_ATTRIBUTE in record.attributes) == (not info.ended),
+                f"{what}: ended by the program: {info.ended}, record {dict(record.attributes)}",
+            )
+            if not lane.stats.dropped:
+                _require(prop, info.span_id in received, f"{what} was never exported")
+
+
+# --- 6. backend equivalence ------------------------------------------------------------------
+
+
+def _shape(record: SpanRecord, names: dict[int, str]) -> object:
+    """A record without what legitimately differs between runs: ids, times, stack traces."""
+    return (
+        record.name,
+        record.end_time_ns is None,
+        names.get(record.parent_span_id or 0),
+        normalize(record.attributes),
+        tuple(
+            (
+                event.name,
+                normalize(
+                    {k: v for k, v in event.attributes.items() if k != "exception.stacktrace"}
+                ),
+                event.dropped_attributes,
+            )
+            for event in record.events
+        ),
+        (record.status.code, record.status.description),
+        record.kind,
+        record.dropped_attributes,
+        record.dropped_events,
+    )
+
+
+def exported_shapes(outcome: Outcome) -> list[Counter[object]]:
+    """Per lane, the multiset of exported records, compared by shape."""
+    names = {info.span_id: info.name for info in outcome.spans}
+    return [Counter(_shape(record, names) for record in lane.delivered) for lane in outcome.lanes]
+
+
+def check_equivalent(first: Outcome, second: Outcome) -> None:
+    """Both runs exported the same multiset of records per lane."""
+    prop = "equivalence"
+    for number, (one, other) in enumerate(
+        zip(exported_shapes(first), exported_shapes(second), strict=True)
+    ):
+        _require(
+            prop,
+            one == other,
+            f"lane {number}: {first.backend} exported {sorted(map(repr, one - other))} that "
+            f"{second.backend} did not; {second.backend} exported "
+            f"{sorted(map(repr, other - one))} that {first.backend} did not",
+        )

@@ -1,0 +1,313 @@
+"""The fuzz suite has teeth: deliberately broken lanes, spans and tracers are caught.
+
+Each test installs one mutant for its own duration only (a ``Lane`` subclass patched into the
+tracer module, or a monkeypatched method; ``src/`` is never edited), then lets Hypothesis draw
+cases from the same strategy the property test uses, and asserts that the property meant to catch
+that kind of bug finds a counterexample. A property that no mutant can break proves nothing.
+
+The searches are derandomized and skip shrinking, so they are reproducible and stop at the first
+counterexample.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from types import MappingProxyType, TracebackType
+
+import anyio
+import pytest
+import trio
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis.errors import FlakyFailure
+
+import spanlane._tracer
+from spanlane import DropReason, RetryableExportError, Span, SpanRecord, Tracer
+from spanlane._lane import Lane
+from strategies import Case, cases, deterministic_cases
+
+from .interpreter import BACKENDS, Backend, Outcome, run_case
+from .properties import (
+    PropertyViolation,
+    check_accounting,
+    check_drain_or_cancel,
+    check_equivalent,
+    check_integrity,
+    check_no_loss,
+    check_order,
+)
+
+if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
+    from exceptiongroup import BaseExceptionGroup
+
+pytestmark = pytest.mark.fuzz
+
+#: Examples a search may take before the mutant is declared to have survived.
+SEARCH_BUDGET = 200
+
+
+def hunt(strategy: st.SearchStrategy[Case], check: Callable[[Case], None]) -> PropertyViolation:
+    """Search ``strategy`` for a case that ``check`` rejects; return the violation found.
+
+    Raises:
+        AssertionError: nothing was found within :data:`SEARCH_BUDGET` examples.
+    """
+
+    @settings(
+        max_examples=SEARCH_BUDGET,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        report_multiple_bugs=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=False,
+    )
+    @given(case=strategy)
+    def search(case: Case) -> None:
+        check(case)
+
+    try:
+        search()
+    except PropertyViolation as violation:
+        return violation
+    except FlakyFailure as flaky:
+        # The mutant's failure depended on timing and did not repeat on the final replay; it
+        # was still a counterexample.
+        found = flaky.subgroup(PropertyViolation)
+        if found is not None:
+            return _first(found)
+        raise
+    raise AssertionError(f"the mutant survived {SEARCH_BUDGET} examples")
+
+
+def _first(group: BaseExceptionGroup[PropertyViolation]) -> PropertyViolation:
+    inner = group.exceptions[0]
+    return inner if isinstance(inner, PropertyViolation) else _first(inner)
+
+
+def on(backend: Backend, prop: Callable[[Outcome], None]) -> Callable[[Case], None]:
+    """A check that runs a case on ``backend`` and applies one property to the outcome."""
+
+    def check(case: Case) -> None:
+        prop(run_case(case, backend))
+
+    return check
+
+
+def on_both(case: Case) -> None:
+    check_equivalent(run_case(case, "asyncio"), run_case(case, "trio"))
+
+
+def install_lane(monkeypatch: pytest.MonkeyPatch, lane_class: type[Lane]) -> None:
+    """Make every tracer opened during the test build its lanes from ``lane_class``."""
+    monkeypatch.setattr(spanlane._tracer, "Lane", lane_class)
+
+
+# --- the mutants -----------------------------------------------------------------------------
+
+
+class LosesFinalPartialBatch(Lane):
+    """At shutdown, a batch smaller than ``max_batch_size`` is counted as exported and never sent
+    (an "optimisation" that skips the last small export)."""
+
+    async def _export(self, batch: list[SpanRecord]) -> None:
+        if self._closed and len(batch) < self._max_batch:
+            self._settle_exported(len(batch), None)
+            batch.clear()
+            return
+        await super()._export(batch)
+
+
+class DropsFinalPartialBatch(Lane):
+    """At shutdown, a batch smaller than ``max_batch_size`` is dropped, honestly counted as
+    ``SHUTDOWN_TIMEOUT``, although there was all the time in the world to send it."""
+
+    async def _export(self, batch: list[SpanRecord]) -> None:
+        if self._closed and len(batch) < self._max_batch:
+            self._settle_dropped(len(batch), DropReason.SHUTDOWN_TIMEOUT)
+            batch.clear()
+            return
+        await super()._export(batch)
+
+
+class DropsFinalPartialBatchOnTrio(DropsFinalPartialBatch):
+    """The same, on trio only: a backend difference that no single-backend property notices."""
+
+    async def _export(self, batch: list[SpanRecord]) -> None:
+        if anyio.get_cancelled_exc_class() is trio.Cancelled:  # running on trio
+            await super()._export(batch)
+        else:
+            await Lane._export(self, batch)
+
+
+class ReordersRetriedBatch(Lane):
+    """A batch that fails transiently is set aside and retried after the next batch succeeds,
+    so that one slow batch does not hold up the lane."""
+
+    parked: list[tuple[SpanRecord, ...]]
+
+    async def _export(self, batch: list[SpanRecord]) -> None:
+        parked = self.__dict__.setdefault("parked", [])
+        frozen = tuple(batch)
+        batch.clear()
+        if not await self._attempt(frozen):
+            parked.append(frozen)
+            return
+        while parked:
+            retried = parked.pop(0)
+            if not await self._attempt(retried):
+                self._settle_dropped(len(retried), DropReason.RETRIES_EXHAUSTED)
+
+    async def _attempt(self, frozen: tuple[SpanRecord, ...]) -> bool:
+        """One export attempt; False for a transient failure (the batch stays in flight)."""
+        with anyio.move_on_after(self._export_timeout):
+            try:
+                await self.exporter.export(frozen)
+            except RetryableExportError:
+                self._retries += 1
+                return False
+            except Exception:
+                self._settle_dropped(len(frozen), DropReason.EXPORT_FAILED)
+                return True
+            self._settle_exported(len(frozen), None)
+            return True
+        self._settle_dropped(len(frozen), DropReason.EXPORT_TIMEOUT)
+        return True
+
+    async def _drain(self, batch: list[SpanRecord]) -> None:
+        await super()._drain(batch)
+        for retried in self.__dict__.get("parked", []):
+            if not await self._attempt(retried):
+                self._settle_dropped(len(retried), DropReason.RETRIES_EXHAUSTED)
+
+
+class SwallowsCancellation(Lane):
+    """An export cancelled at the drain deadline is assumed to have gone through: the
+    cancellation is swallowed and the batch counted as exported."""
+
+    async def _export(self, batch: list[SpanRecord]) -> None:
+        count = len(batch)
+        try:
+            await super()._export(batch)
+        except anyio.get_cancelled_exc_class():
+            self._settle_exported(count, None)
+            batch.clear()
+
+
+class CountsFailedBatchAsExported(Lane):
+    """A batch that failed for good is counted as exported."""
+
+    def _settle_dropped(self, count: int, reason: DropReason, detail: str = "") -> None:
+        if reason in (
+            DropReason.EXPORT_FAILED,
+            DropReason.RETRIES_EXHAUSTED,
+            DropReason.EXPORT_TIMEOUT,
+        ):
+            self._settle_exported(count, None)
+        else:
+            super()._settle_dropped(count, reason, detail)
+
+
+def _start_record_sharing_attributes(self: Span) -> SpanRecord:
+    """Span._start_record that wraps the live attribute dict instead of copying it, so later
+    set_attribute() calls show through the start record an exporter already holds."""
+    record = _original_start_record(self)
+    live = getattr(self, "_attributes", None)
+    if live:
+        object.__setattr__(record, "attributes", MappingProxyType(live))
+    return record
+
+
+_original_start_record = Span._start_record
+
+
+def _end_unfinished_unmarked(self: Span) -> SpanRecord | None:
+    """Span._end_unfinished that forgets the ``spanlane.unfinished`` mark."""
+    return self._finish(None)
+
+
+_original_aexit = Tracer.__aexit__
+
+
+async def _aexit_swallowing_cancellation(
+    self: Tracer,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool:
+    """Tracer.__aexit__ that, having drained, reports a cancelled body as handled."""
+    await _original_aexit(self, exc_type, exc, tb)
+    return exc is not None and isinstance(exc, anyio.get_cancelled_exc_class())
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+
+def _assert_caught(violation: PropertyViolation, prop: str) -> None:
+    assert violation.prop == prop, f"caught by {violation.prop!r}, not {prop!r}: {violation}"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_losing_the_final_partial_batch_is_caught(
+    monkeypatch: pytest.MonkeyPatch, backend: Backend
+) -> None:
+    install_lane(monkeypatch, LosesFinalPartialBatch)
+    _assert_caught(hunt(cases(), on(backend, check_accounting)), "accounting")
+
+
+def test_dropping_the_final_partial_batch_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    install_lane(monkeypatch, DropsFinalPartialBatch)
+    # Honest accounting hides nothing here; only the promise of no loss is broken.
+    _assert_caught(hunt(cases(lossless=True), on("asyncio", check_no_loss)), "no-loss")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reordering_a_retried_batch_is_caught(
+    monkeypatch: pytest.MonkeyPatch, backend: Backend
+) -> None:
+    install_lane(monkeypatch, ReordersRetriedBatch)
+    _assert_caught(hunt(cases(), on(backend, check_order)), "order")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_swallowing_cancellation_in_an_export_is_caught(
+    monkeypatch: pytest.MonkeyPatch, backend: Backend
+) -> None:
+    install_lane(monkeypatch, SwallowsCancellation)
+    _assert_caught(hunt(cases(), on(backend, check_accounting)), "accounting")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_counting_a_failed_batch_as_exported_is_caught(
+    monkeypatch: pytest.MonkeyPatch, backend: Backend
+) -> None:
+    install_lane(monkeypatch, CountsFailedBatchAsExported)
+    _assert_caught(hunt(cases(), on(backend, check_accounting)), "accounting")
+
+
+def test_a_start_record_sharing_live_attributes_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Span, "_start_record", _start_record_sharing_attributes)
+    _assert_caught(hunt(cases(), on("asyncio", check_integrity)), "integrity")
+
+
+def test_forgetting_the_unfinished_mark_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Span, "_end_unfinished", _end_unfinished_unmarked)
+    _assert_caught(hunt(cases(), on("trio", check_drain_or_cancel)), "drain-or-cancel")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_swallowing_the_body_cancellation_is_caught(
+    monkeypatch: pytest.MonkeyPatch, backend: Backend
+) -> None:
+    monkeypatch.setattr(Tracer, "__aexit__", _aexit_swallowing_cancellation)
+    _assert_caught(hunt(cases(), on(backend, check_drain_or_cancel)), "drain-or-cancel")
+
+
+def test_a_backend_specific_loss_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    install_lane(monkeypatch, DropsFinalPartialBatchOnTrio)
+    # Each backend alone keeps its accounting straight; only the comparison notices.
+    _assert_caught(hunt(deterministic_cases(), on_both), "equivalence")
