@@ -21,40 +21,27 @@ storefront's httpx call a CLIENT span and sends ``traceparent``, which the inven
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
 import uvicorn
+from _services import clear_span_files, make_exporters, parse_args, report, start_child, stop_child
 from fastapi import FastAPI, HTTPException, Request
 
 import spanlane
 from spanlane import traced
 from spanlane.asgi import TracingMiddleware, lifespan
-from spanlane.exporters import Exporter, JSONLinesExporter
+from spanlane.exporters import Exporter
 from spanlane.httpx import TracingTransport
 
 STOCK = {"apple": 12, "pear": 0, "plum": 3}
-
-
-def make_exporters(service: str, spans_dir: Path, otlp: str | None) -> list[Exporter]:
-    """JSON lines in ``spans_dir/<service>.jsonl``, plus OTLP when a URL is given."""
-    spans_dir.mkdir(parents=True, exist_ok=True)
-    exporters: list[Exporter] = [JSONLinesExporter(spans_dir / f"{service}.jsonl")]
-    if otlp:
-        from spanlane.exporters import OTLPExporter  # needs the "otlp" extra: import on demand
-
-        exporters.append(OTLPExporter(otlp))
-    return exporters
 
 
 # --- the inventory service ------------------------------------------------------------------
@@ -142,35 +129,6 @@ def run_inventory(port: int, exporters: list[Exporter]) -> None:
     server.run(sockets=[sock])
 
 
-def start_inventory(port: int, args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
-    """Start the inventory in a child process; return it and the port it listens on."""
-    command = [sys.executable, os.path.abspath(__file__), "--service", "inventory"]
-    command += ["--port", str(port), "--spans-dir", str(args.spans_dir)]
-    if args.otlp:
-        command += ["--otlp", args.otlp]
-    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line.startswith("listening "):
-        child.kill()
-        child.wait()
-        raise SystemExit(f"the inventory service did not start (got {line!r})")
-    return child, int(line.split()[1])
-
-
-def stop_child(child: subprocess.Popen[str]) -> None:
-    """Close the child's stdin (it drains its tracer and exits) and wait for it."""
-    assert child.stdin is not None
-    assert child.stdout is not None
-    child.stdin.close()
-    try:
-        child.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-    child.stdout.close()
-
-
 async def demo(storefront: uvicorn.Server, sock: socket.socket) -> int:
     """Serve the storefront, send one checkout request to it, then stop it."""
     task = asyncio.create_task(storefront.serve(sockets=[sock]))
@@ -186,23 +144,16 @@ async def demo(storefront: uvicorn.Server, sock: socket.socket) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--demo", action="store_true", help="one request, then print the trace")
-    parser.add_argument("--spans-dir", type=Path, default=Path("spans"))
-    parser.add_argument("--otlp", metavar="URL", help="also export to this OTLP/HTTP endpoint")
-    parser.add_argument("--port", type=int, default=8000, help="the storefront's port")
-    parser.add_argument("--service", choices=["inventory"], help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
+    args = parse_args(__doc__.split("\n", 1)[0], "storefront", "inventory", argv)
     if args.service == "inventory":
         run_inventory(args.port, make_exporters("inventory", args.spans_dir, args.otlp))
         return 0
 
     port = 0 if args.demo else args.port
-    if args.demo:  # start from empty files, so that only this run's trace is printed
-        for service in ("storefront", "inventory"):
-            (args.spans_dir / f"{service}.jsonl").unlink(missing_ok=True)
-    child, inventory_port = start_inventory(0 if args.demo else port + 1, args)
+    if args.demo:
+        clear_span_files(args.spans_dir, "storefront", "inventory")
+    script = os.path.abspath(__file__)
+    child, inventory_port = start_child(script, "inventory", 0 if args.demo else port + 1, args)
     try:
         exporters = make_exporters("storefront", args.spans_dir, args.otlp)
         app = create_storefront_app(f"http://127.0.0.1:{inventory_port}", *exporters)
@@ -215,17 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = asyncio.run(demo(server, sock))
     finally:
         stop_child(child)
-
     # Both tracers have drained: the files hold every span.
-    from trace_report import crosses_processes, load_spans, render, traces
-
-    paths = [args.spans_dir / "storefront.jsonl", args.spans_dir / "inventory.jsonl"]
-    crossed = False
-    for trace_id, spans in traces(load_spans(paths)).items():
-        print(render(trace_id, spans))
-        crossed = crossed or crosses_processes(spans)
-    print("one trace crossed both processes" if crossed else "no trace crossed the processes")
-    return 0 if status == 200 and crossed else 1
+    return report(args.spans_dir, ["storefront", "inventory"], status)
 
 
 if __name__ == "__main__":

@@ -21,42 +21,29 @@ worker thread (``trio.to_thread.run_sync``) inside a span.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import httpx
 import trio
+from _services import clear_span_files, make_exporters, parse_args, report, start_child, stop_child
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
 import spanlane
 from spanlane import traced
 from spanlane.asgi import Receive, Scope, Send, TracingMiddleware, lifespan
-from spanlane.exporters import Exporter, JSONLinesExporter
+from spanlane.exporters import Exporter
 from spanlane.httpx import TracingTransport
 
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PRICES = {"apple": 0.5, "pear": 0.75, "plum": 0.3}
-
-
-def make_exporters(service: str, spans_dir: Path, otlp: str | None) -> list[Exporter]:
-    """JSON lines in ``spans_dir/<service>.jsonl``, plus OTLP when a URL is given."""
-    spans_dir.mkdir(parents=True, exist_ok=True)
-    exporters: list[Exporter] = [JSONLinesExporter(spans_dir / f"{service}.jsonl")]
-    if otlp:
-        from spanlane.exporters import OTLPExporter  # needs the "otlp" extra: import on demand
-
-        exporters.append(OTLPExporter(otlp))
-    return exporters
 
 
 async def respond(send: Send, status: int, payload: object) -> None:
@@ -166,35 +153,6 @@ async def run_pricing(port: int, exporters: list[Exporter]) -> None:
         print(f"listening {binds[0].rsplit(':', 1)[1]}", flush=True)
 
 
-def start_pricing(port: int, args: argparse.Namespace) -> tuple[subprocess.Popen[str], int]:
-    """Start the pricing service in a child process; return it and the port it listens on."""
-    command = [sys.executable, os.path.abspath(__file__), "--service", "pricing"]
-    command += ["--port", str(port), "--spans-dir", str(args.spans_dir)]
-    if args.otlp:
-        command += ["--otlp", args.otlp]
-    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    line = child.stdout.readline()
-    if not line.startswith("listening "):
-        child.kill()
-        child.wait()
-        raise SystemExit(f"the pricing service did not start (got {line!r})")
-    return child, int(line.split()[1])
-
-
-def stop_child(child: subprocess.Popen[str]) -> None:
-    """Close the child's stdin (it drains its tracer and exits) and wait for it."""
-    assert child.stdin is not None
-    assert child.stdout is not None
-    child.stdin.close()
-    try:
-        child.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-    child.stdout.close()
-
-
 async def run_gateway(app: ASGIApp, port: int, demo: bool) -> int:
     """Serve the gateway; in demo mode send one quote request to it, then stop."""
     served: Any = app
@@ -219,23 +177,16 @@ async def run_gateway(app: ASGIApp, port: int, demo: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--demo", action="store_true", help="one request, then print the trace")
-    parser.add_argument("--spans-dir", type=Path, default=Path("spans"))
-    parser.add_argument("--otlp", metavar="URL", help="also export to this OTLP/HTTP endpoint")
-    parser.add_argument("--port", type=int, default=8000, help="the gateway's port")
-    parser.add_argument("--service", choices=["pricing"], help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-
+    args = parse_args(__doc__.split("\n", 1)[0], "gateway", "pricing", argv)
     if args.service == "pricing":
         trio.run(run_pricing, args.port, make_exporters("pricing", args.spans_dir, args.otlp))
         return 0
 
     port = 0 if args.demo else args.port
-    if args.demo:  # start from empty files, so that only this run's trace is printed
-        for service in ("gateway", "pricing"):
-            (args.spans_dir / f"{service}.jsonl").unlink(missing_ok=True)
-    child, pricing_port = start_pricing(0 if args.demo else port + 1, args)
+    if args.demo:
+        clear_span_files(args.spans_dir, "gateway", "pricing")
+    script = os.path.abspath(__file__)
+    child, pricing_port = start_child(script, "pricing", 0 if args.demo else port + 1, args)
     try:
         exporters = make_exporters("gateway", args.spans_dir, args.otlp)
         app = create_gateway_app(f"http://127.0.0.1:{pricing_port}", *exporters)
@@ -244,17 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_child(child)
     if not args.demo:
         return 0
-
     # Both tracers have drained: the files hold every span.
-    from trace_report import crosses_processes, load_spans, render, traces
-
-    paths = [args.spans_dir / "gateway.jsonl", args.spans_dir / "pricing.jsonl"]
-    crossed = False
-    for trace_id, spans in traces(load_spans(paths)).items():
-        print(render(trace_id, spans))
-        crossed = crossed or crosses_processes(spans)
-    print("one trace crossed both processes" if crossed else "no trace crossed the processes")
-    return 0 if status == 200 and crossed else 1
+    return report(args.spans_dir, ["gateway", "pricing"], status)
 
 
 if __name__ == "__main__":

@@ -559,6 +559,10 @@ async def test_framework_lifespan_runs_the_app_lifespan_inside_the_tracer() -> N
 
 
 def load_example(name: str) -> ModuleType:
+    # The examples import their shared helpers (_services, trace_report) from their own folder,
+    # as they do when run as scripts.
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None

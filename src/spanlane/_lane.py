@@ -114,7 +114,7 @@ class Lane:
         if self._closed:
             return False
         try:
-            self._send.send_nowait(record)
+            self._send_nowait(record)
         except anyio.WouldBlock:
             return False
         self._accepted += 1
@@ -132,22 +132,9 @@ class Lane:
         Returns:
             True if the record entered the stream.
         """
-        # The hot path: _try_send() inlined.
-        if not self._closed:
-            try:
-                self._send_nowait(record)
-            except anyio.WouldBlock:
-                self._drop_at_door(DropReason.QUEUE_FULL)
-                return False
-            self._accepted = accepted = self._accepted + 1
-            queued = accepted - self._taken
-            if queued > self._high_water:
-                self._high_water = queued
-            if queued >= self._wake_at and self._wakeup is not None:
-                self._wakeup.set()
-                self._wakeup = None
+        if self._try_send(record):
             return True
-        self._drop_at_door(DropReason.CLOSED)
+        self._drop_at_door(DropReason.CLOSED if self._closed else DropReason.QUEUE_FULL)
         return False
 
     async def offer(self, record: SpanRecord, deadline: float) -> bool:
