@@ -64,7 +64,7 @@ async def test_record_builder_has_the_same_fields_in_the_same_order() -> None:
 
 async def test_new_record_equals_the_attrs_constructor_and_is_frozen() -> None:
     arguments = _full_record_arguments()
-    fast = new_record(**arguments)  # type: ignore[arg-type]
+    fast = new_record(**arguments)
     slow = SpanRecord(**arguments)  # type: ignore[arg-type]
     assert fast == slow
     assert type(fast) is SpanRecord

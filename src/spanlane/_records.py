@@ -135,7 +135,7 @@ DEFAULT_SCOPE = InstrumentationScope()
 EMPTY_RESOURCE = Resource()
 
 
-# weakref_slot=False keeps SpanRecord's layout equal to _RecordBuilder's (see _new_record below).
+# weakref_slot=False keeps SpanRecord's layout equal to _RecordBuilder's (see _RecordBuilder below).
 @attrs.frozen(weakref_slot=False)
 class SpanRecord:
     """An immutable snapshot of a span, as exporters receive it.
@@ -227,46 +227,8 @@ _RecordBuilder: type[Any] = attrs.make_class(
 RECORD_FIELDS = tuple(field.name for field in attrs.fields(SpanRecord))
 
 
-def new_record(
-    name: str,
-    trace_id: int,
-    span_id: int,
-    parent_span_id: int | None,
-    kind: SpanKind,
-    start_time_ns: int,
-    end_time_ns: int | None,
-    attributes: Attributes,
-    events: tuple[Event, ...],
-    links: tuple[Link, ...],
-    status: Status,
-    dropped_attributes: int,
-    dropped_events: int,
-    dropped_links: int,
-    resource: Resource,
-    scope: InstrumentationScope,
-    trace_state: str,
-    parent_is_remote: bool,
-) -> SpanRecord:
-    """Build a :class:`SpanRecord` quickly; equivalent to calling ``SpanRecord(...)``."""
-    record = _RecordBuilder(
-        name,
-        trace_id,
-        span_id,
-        parent_span_id,
-        kind,
-        start_time_ns,
-        end_time_ns,
-        attributes,
-        events,
-        links,
-        status,
-        dropped_attributes,
-        dropped_events,
-        dropped_links,
-        resource,
-        scope,
-        trace_state,
-        parent_is_remote,
-    )
+def new_record(*args: Any, **kwargs: Any) -> SpanRecord:
+    """Build a :class:`SpanRecord` quickly; takes the same arguments as ``SpanRecord(...)``."""
+    record = _RecordBuilder(*args, **kwargs)
     record.__class__ = SpanRecord
     return record  # type: ignore[no-any-return]

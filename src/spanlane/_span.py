@@ -37,6 +37,7 @@ from ._records import (
     Status,
     StatusCode,
     _RecordBuilder,
+    new_record,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
@@ -368,12 +369,10 @@ class Span:
 
     def _start_record(self) -> SpanRecord:
         """A separate frozen copy of the span as it is now, for start notifications."""
-        start = _RecordBuilder(*(getattr(self._rec, name) for name in RECORD_FIELDS))
-        start.attributes = (
-            EMPTY_ATTRIBUTES if not self._attributes else freeze(dict(self._attributes))
-        )
-        start.__class__ = SpanRecord
-        return start  # type: ignore[no-any-return]
+        fields = {name: getattr(self._rec, name) for name in RECORD_FIELDS}
+        # Copied, not wrapped: the live span keeps changing its attributes.
+        fields["attributes"] = freeze(dict(self._attributes) if self._attributes else None)
+        return new_record(**fields)
 
     # --- context managers ----------------------------------------------------------------------
 
