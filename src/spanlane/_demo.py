@@ -162,8 +162,10 @@ async def run_demo(options: DemoOptions, stream: TextIO | None = None) -> Stats:
     async with open_tracer(
         *_exporters(options, rng),
         service_name="spanlane-demo",
-        buffer_size=4096,
-        max_batch_size=256,
+        # Under a saturated event loop every await of an export costs a full loop iteration
+        # (tens of ms with hundreds of busy tasks), so big batches are what keeps a lane up.
+        buffer_size=16384,
+        max_batch_size=2048,
         flush_interval=0.2,
         drain_timeout=10.0,
         retry=RetryPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.2),
