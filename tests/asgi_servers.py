@@ -43,34 +43,47 @@ def listening_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve_hypercorn(app: ASGIApp, backend: str) -> AsyncIterator[str]:
-    """Serve ``app`` with hypercorn on ``backend``; yields the base URL."""
-    sock = listening_socket()
+async def serve_hypercorn(
+    app: Any, backend: str, *, sock: socket.socket | None = None, graceful_timeout: float = 5.0
+) -> AsyncIterator[str]:
+    """Serve ``app`` with hypercorn on ``backend``; yields the base URL.
+
+    Args:
+        app: the ASGI application.
+        backend: ``"asyncio"`` or ``"trio"``.
+        sock: a bound socket to listen on; a new one on a free port by default. The caller keeps
+            ownership of a socket it passes in.
+        graceful_timeout: seconds hypercorn waits for open requests when stopping.
+    """
+    listening = listening_socket() if sock is None else sock
     try:
-        port = sock.getsockname()[1]
+        # Listening before the server starts means the kernel queues early connections: no
+        # readiness handshake is needed.
+        listening.listen(64)
+        port = listening.getsockname()[1]
         config = Config()
         # hypercorn takes ownership of (and closes) this duplicate; we close the original.
-        config.bind = [f"fd://{os.dup(sock.fileno())}"]
+        config.bind = [f"fd://{os.dup(listening.fileno())}"]
         config.accesslog = None
         config.errorlog = None
-        config.graceful_timeout = 5.0
+        config.graceful_timeout = graceful_timeout
         stop = anyio.Event()
-        app_any: Any = app  # hypercorn's ASGI types are stricter than a plain callable
         async with anyio.create_task_group() as tg:
             if backend == "trio":
                 from hypercorn.trio import serve as serve_trio
 
-                tg.start_soon(lambda: serve_trio(app_any, config, shutdown_trigger=stop.wait))
+                tg.start_soon(lambda: serve_trio(app, config, shutdown_trigger=stop.wait))
             else:
                 from hypercorn.asyncio import serve as serve_asyncio
 
-                tg.start_soon(lambda: serve_asyncio(app_any, config, shutdown_trigger=stop.wait))
+                tg.start_soon(lambda: serve_asyncio(app, config, shutdown_trigger=stop.wait))
             try:
                 yield f"http://127.0.0.1:{port}"
             finally:
                 stop.set()
     finally:
-        sock.close()
+        if sock is None:
+            listening.close()
 
 
 @contextlib.asynccontextmanager

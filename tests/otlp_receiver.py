@@ -11,7 +11,6 @@ import base64
 import contextlib
 import gzip
 import json
-import os
 import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -20,7 +19,6 @@ from typing import Any
 import anyio
 import attrs
 from google.protobuf import json_format
-from hypercorn.config import Config
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
     ExportTraceServiceRequest,
@@ -28,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from asgi_servers import serve_hypercorn
 from spanlane._records import (
     Event,
     InstrumentationScope,
@@ -246,39 +245,18 @@ async def serve_receiver(
         sock: a bound socket to listen on (see :func:`unused_socket`); a new one by default.
             The caller keeps ownership of a socket it passes in.
     """
-    own_socket = sock is None
     listening = unused_socket() if sock is None else sock
     receiver = OTLPReceiver()
+    receiver.port = listening.getsockname()[1]
     try:
-        # Listening before the server starts means the kernel queues early connections: no
-        # readiness handshake is needed.
-        listening.listen(64)
-        receiver.port = listening.getsockname()[1]
-        config = Config()
-        # hypercorn takes ownership of (and closes) this duplicate; the caller keeps the original.
-        config.bind = [f"fd://{os.dup(listening.fileno())}"]
-        config.accesslog = None
-        config.errorlog = None
-        config.graceful_timeout = 2.0
-        stop = anyio.Event()
         # hypercorn's ASGI type names every event type; this app handles the two it needs.
-        app: Any = receiver
-        async with anyio.create_task_group() as tg:
-            if backend == "trio":
-                from hypercorn.trio import serve as serve_trio
-
-                tg.start_soon(lambda: serve_trio(app, config, shutdown_trigger=stop.wait))
-            else:
-                from hypercorn.asyncio import serve as serve_asyncio
-
-                tg.start_soon(lambda: serve_asyncio(app, config, shutdown_trigger=stop.wait))
+        async with serve_hypercorn(receiver, backend, sock=listening, graceful_timeout=2.0):
             try:
                 yield receiver
             finally:
                 receiver.release()
-                stop.set()
     finally:
-        if own_socket:
+        if sock is None:
             listening.close()
 
 
