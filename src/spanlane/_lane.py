@@ -22,7 +22,6 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
 from types import MappingProxyType
 
 import anyio
@@ -447,9 +446,3 @@ class Lane:
                 self.name,
                 ACLOSE_GRACE,
             )
-
-
-def offer_all(lanes: Sequence[Lane], record: SpanRecord) -> None:
-    """Offer one record to several lanes without waiting."""
-    for lane in lanes:
-        lane.offer_nowait(record)

@@ -11,6 +11,7 @@ import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from contextvars import Token
 from time import time_ns
+from time import time_ns as _clock_ns  # add_event's time_ns parameter hides the name
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -268,7 +269,7 @@ class Span:
         events.append(
             Event(
                 name if type(name) is str else _safe_str(name),
-                time_ns if type(time_ns) is int else time_ns_now(),
+                time_ns if type(time_ns) is int else _clock_ns(),
                 freeze(kept),
                 dropped,
             )
@@ -411,25 +412,12 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # The hot path: _exit(), end() and _finish() inlined.
-        token = self._token
-        if token is not None:
-            self._token = None
-            try:
-                current_span_var.reset(token)
-            except ValueError:
-                pass
+        self._exit(exc)
+        # The hot path: end() and _finish() inlined.
         rec = self._rec
-        if rec.end_time_ns is not None or self._sink is None:
-            return
-        if exc is not None:
-            self._note_exception(exc)
-        rec.end_time_ns = time_ns()
-        if self._attributes or self._events:
+        if rec.end_time_ns is None and self._sink is not None:
+            rec.end_time_ns = time_ns()
             self._sink._end_span(self, self._seal(rec))
-        else:
-            rec.__class__ = SpanRecord  # _seal() with nothing to store
-            self._sink._end_span(self, rec)
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -492,11 +480,6 @@ def current_span() -> Span:
     """Return the current span, or a non-recording span when there is none."""
     span = current_span_var.get()
     return INVALID_SPAN if span is None else span
-
-
-def time_ns_now() -> int:
-    """Nanoseconds since the Unix epoch (a seam for tests)."""
-    return time_ns()
 
 
 def _safe_str(value: object) -> str:

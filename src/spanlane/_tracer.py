@@ -223,10 +223,7 @@ class Tracer:
         if get_ident() != self._loop_thread:
             self._from_thread(self._register, span)
         else:
-            self._spans_started += 1
-            self._open.add(span)
-            if self._start_lanes:
-                self._offer_start(span)
+            self._register(span)
         return span
 
     def start_span(
@@ -268,12 +265,8 @@ class Tracer:
     def _end_span(self, span: Span, record: SpanRecord) -> None:
         if get_ident() != self._loop_thread:
             self._from_thread(self._deliver, span, record)
-            return
-        # The hot path: _deliver() inlined.
-        self._spans_ended += 1
-        self._open.discard(span)
-        for lane in self._lanes:
-            lane.offer_nowait(record)
+        else:
+            self._deliver(span, record)
 
     def _deliver(self, span: Span, record: SpanRecord) -> None:
         self._spans_ended += 1
