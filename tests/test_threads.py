@@ -8,35 +8,39 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 import pytest
+from anyio.streams.memory import MemoryObjectSendStream
 
 import spanlane
 from spanlane import DropReason, SpanRecord, Tracer, open_tracer
-from spanlane._tracer import lanes_of
 from spanlane.exporters import MemoryExporter
 from spanlane.testing import CapturedSpans, capture_spans
 
 
 class LaneThreads:
-    """Records which threads offered records to a tracer's lanes."""
+    """Records which threads put records into the lanes' memory-object streams.
 
-    def __init__(self, tracer: Tracer, monkeypatch: pytest.MonkeyPatch) -> None:
+    The streams are patched at the class level before the tracer opens, so every lane's
+    ``send_nowait`` goes through the spy, whichever path led to it.
+    """
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.loop_thread = threading.get_ident()
         self.threads: list[int] = []
-        for lane in lanes_of(tracer):
-            original = lane.offer_nowait
+        original = MemoryObjectSendStream.send_nowait
 
-            def spy(record: SpanRecord, original: Callable[[SpanRecord], bool] = original) -> bool:
+        def spy(stream: MemoryObjectSendStream[object], item: object) -> None:
+            if isinstance(item, SpanRecord):
                 self.threads.append(threading.get_ident())
-                return original(record)
+            original(stream, item)
 
-            monkeypatch.setattr(lane, "offer_nowait", spy)
+        monkeypatch.setattr(MemoryObjectSendStream, "send_nowait", spy)
 
     def assert_loop_only(self, count: int) -> None:
         assert len(self.threads) == count
@@ -46,16 +50,17 @@ class LaneThreads:
 class Harness:
     """A captured tracer plus the threads that touched its lanes."""
 
-    def __init__(self, captured: CapturedSpans, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, captured: CapturedSpans, lanes: LaneThreads) -> None:
         self.tracer = captured.tracer
         self.flush = captured.flush
-        self.lanes = LaneThreads(captured.tracer, monkeypatch)
+        self.lanes = lanes
 
 
 @pytest.fixture
 async def captured(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+    lanes = LaneThreads(monkeypatch)
     async with capture_spans() as captured:
-        yield Harness(captured, monkeypatch)
+        yield Harness(captured, lanes)
 
 
 def by_name(spans: list[SpanRecord]) -> dict[str, SpanRecord]:

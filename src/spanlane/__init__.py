@@ -13,6 +13,10 @@ from ._decorators import traced as traced
 from ._exceptions import ExportError as ExportError
 from ._exceptions import RetryableExportError as RetryableExportError
 from ._exceptions import SpanlaneError as SpanlaneError
+from ._options import LaneOptions as LaneOptions
+from ._options import LaneSpec as LaneSpec
+from ._options import lane as lane
+from ._processor import SpanProcessor as SpanProcessor
 from ._records import Event as Event
 from ._records import InstrumentationScope as InstrumentationScope
 from ._records import Link as Link
@@ -41,6 +45,8 @@ __all__ = [
     "ExportError",
     "FlushReport",
     "InstrumentationScope",
+    "LaneOptions",
+    "LaneSpec",
     "LaneStats",
     "Link",
     "NonRecordingSpan",
@@ -51,6 +57,7 @@ __all__ = [
     "SpanContext",
     "SpanKind",
     "SpanLimits",
+    "SpanProcessor",
     "SpanRecord",
     "SpanlaneError",
     "Stats",
@@ -60,6 +67,7 @@ __all__ = [
     "__version__",
     "current_span",
     "current_tracer",
+    "lane",
     "open_tracer",
     "span",
     "traced",

@@ -13,12 +13,17 @@ from typing import Any
 import attrs
 
 from ._records import EMPTY_ATTRIBUTES, Attributes, AttributeValue
+from ._runtime import is_cancellation
+from ._safe import REPR_LIMIT, safe_repr
 
-#: The longest ``repr`` kept for a value OTLP cannot carry, when no tighter limit is set.
-REPR_LIMIT = 1024
+__all__ = ["REPR_LIMIT", "SpanLimits", "coerce_attributes", "coerce_value", "freeze"]
 
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
+#: Integers beyond 64 bits keep their decimal digits up to this many bits (about 1000 digits);
+#: larger ones are described by their size. Python refuses str() of an int over 4300 digits,
+#: and converting one takes time quadratic in its length.
+_INT_DIGITS_BITS = 3322
 _SCALARS = (str, bool, int, float)
 
 
@@ -56,16 +61,6 @@ class SpanLimits:
     max_link_attributes: int = attrs.field(default=128, validator=_non_negative)
 
 
-def _safe_repr(value: object, limit: int) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # a hostile __repr__ (or a RecursionError) must not break the caller
-        text = f"<unrepresentable {type(value).__qualname__}>"
-    if type(text) is not str:  # pragma: no cover - repr() always returns a str
-        text = str.__str__(text)
-    return text[:limit]
-
-
 def _coerce_scalar(value: object, max_length: int | None) -> AttributeValue | None:
     """Return a legal scalar, or None if ``value`` is not one of OTLP's scalar types."""
     # The real type decides, not isinstance(): an object may claim another __class__ (a
@@ -83,11 +78,18 @@ def _coerce_scalar(value: object, max_length: int | None) -> AttributeValue | No
         # OTLP integers are 64-bit; a larger one keeps its digits as a string.
         if _INT64_MIN <= number <= _INT64_MAX:
             return number
-        text = str(number)
+        text = _big_int_text(number)
         return text if max_length is None else text[:max_length]
     if issubclass(kind, float):
         return float.__float__(value)  # type: ignore[arg-type]
     return None
+
+
+def _big_int_text(number: int) -> str:
+    bits = number.bit_length()
+    if bits <= _INT_DIGITS_BITS:
+        return str(number)
+    return f"<int of {bits} bits>"
 
 
 def coerce_value(value: object, max_length: int | None = None) -> AttributeValue | None:
@@ -112,27 +114,45 @@ def coerce_value(value: object, max_length: int | None = None) -> AttributeValue
             return value  # type: ignore[return-value]
     elif kind is bool or kind is float:
         return value  # type: ignore[return-value]
-    scalar = _coerce_scalar(value, max_length)
-    if scalar is not None:
-        return scalar
-    if issubclass(kind, (list, tuple)):
-        return _coerce_sequence(value, max_length)  # type: ignore[arg-type]
-    return _safe_repr(value, REPR_LIMIT if max_length is None else min(max_length, REPR_LIMIT))
+    limit = REPR_LIMIT if max_length is None else min(max_length, REPR_LIMIT)
+    try:
+        scalar = _coerce_scalar(value, max_length)
+        if scalar is not None:
+            return scalar
+        if issubclass(kind, (list, tuple)):
+            return _coerce_sequence(value, max_length, limit)  # type: ignore[arg-type]
+    except BaseException as exc:  # a hostile subclass; anything but cancellation is bad input
+        if is_cancellation(exc):
+            raise
+    return safe_repr(value, limit)
 
 
-def _coerce_sequence(value: list[Any] | tuple[Any, ...], max_length: int | None) -> AttributeValue:
-    items = []
-    for item in value:
-        scalar = _coerce_scalar(item, max_length)
-        if scalar is None:
-            break
-        items.append(scalar)
-    else:
-        kinds = {type(item) for item in items}
-        if len(kinds) <= 1:
-            return tuple(items)  # type: ignore[return-value]
-    # Mixed or nested sequences are not legal OTLP arrays: keep a readable trace of them.
-    return _safe_repr(value, REPR_LIMIT if max_length is None else min(max_length, REPR_LIMIT))
+def _coerce_sequence(
+    value: list[Any] | tuple[Any, ...], max_length: int | None, limit: int
+) -> AttributeValue:
+    # The element types are gathered at C speed (about 20 ns an element): a homogeneous list of
+    # millions of ints costs milliseconds, not the seconds an element-by-element check took.
+    kinds = set(map(type, value))
+    if not kinds:
+        return ()
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind is str:
+            if max_length is None:
+                return tuple(value)
+            return tuple(text[:max_length] for text in value)
+        if kind is bool or kind is float:
+            return tuple(value)
+        if kind is int:
+            if _INT64_MIN <= min(value) and max(value) <= _INT64_MAX:
+                return tuple(value)
+        elif issubclass(kind, _SCALARS):
+            # Subclasses (IntEnum, str subclasses) are stored as their base type.
+            items = tuple(_coerce_scalar(item, max_length) for item in value)
+            if len({type(item) for item in items}) == 1:
+                return items  # type: ignore[return-value]
+    # Mixed or nested sequences are not legal OTLP arrays: keep a short, readable trace of them.
+    return safe_repr(value, limit)
 
 
 def coerce_attributes(
@@ -142,30 +162,40 @@ def coerce_attributes(
 ) -> tuple[dict[str, AttributeValue], int]:
     """Coerce a whole mapping; return the kept attributes and how many were dropped.
 
-    A mapping that cannot be iterated at all counts as one dropped attribute.
+    Never raises (but for cancellation): a mapping whose truth value, length or iteration
+    fails counts what could not be read as one dropped attribute, and keeps what was read
+    before the failure.
     """
     kept: dict[str, AttributeValue] = {}
     dropped = 0
-    if not attributes:
+    if attributes is None:
         return kept, dropped
     try:
-        items = list(attributes.items() if isinstance(attributes, Mapping) else attributes)
-    except Exception:
-        return kept, 1
-    for item in items:
-        try:
-            key, value = item
-        except Exception:
-            dropped += 1
-            continue
-        if type(key) is not str or not key:
-            dropped += 1
-            continue
-        coerced = coerce_value(value, max_length)
-        if coerced is None or (key not in kept and len(kept) >= max_count):
-            dropped += 1
-            continue
-        kept[key] = coerced
+        items = attributes.items() if isinstance(attributes, Mapping) else attributes
+        for item in items:
+            if type(item) is tuple and len(item) == 2:
+                key, value = item
+            else:
+                try:
+                    key, value = item
+                except Exception:
+                    dropped += 1
+                    continue
+            if type(key) is not str or not key:
+                dropped += 1
+                continue
+            if key not in kept and len(kept) >= max_count:
+                dropped += 1
+                continue
+            coerced = coerce_value(value, max_length)
+            if coerced is None:
+                dropped += 1
+                continue
+            kept[key] = coerced
+    except BaseException as exc:
+        if is_cancellation(exc):
+            raise
+        dropped += 1
     return kept, dropped
 
 

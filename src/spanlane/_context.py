@@ -1,22 +1,70 @@
-"""Context variables: the current span and the current tracer.
+"""The context layer: which span and which tracer are current.
 
-Both backends copy the context into every task they spawn, so a task started inside a span sees
-that span as its parent, under asyncio and trio alike.
+Every module asks these functions, never a ``ContextVar`` of its own, so that there is one place
+where "current" is defined (the OpenTelemetry runtime context plugs in here). Both backends copy
+the context into every task they spawn, so a task started inside a span sees that span as its
+parent, under asyncio and trio alike.
+
+Telemetry's own work (a drain worker, an exporter's ``export()`` and ``aclose()``) runs in a
+*suppressed* context: spans started there are non-recording, so an exporter that traces its own
+HTTP calls, or creates spans while exporting, cannot feed its lane forever.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ._span import Span
     from ._tracer import Tracer
 
-current_span_var: ContextVar[Span | None] = ContextVar("spanlane.current_span", default=None)
-current_tracer_var: ContextVar[Tracer | None] = ContextVar("spanlane.current_tracer", default=None)
+_current_span: ContextVar[Span | None] = ContextVar("spanlane.current_span", default=None)
+_current_tracer: ContextVar[Tracer | None] = ContextVar("spanlane.current_tracer", default=None)
+_suppressed: ContextVar[bool] = ContextVar("spanlane.suppressed", default=False)
+
+#: The type of the value :func:`use_span` returns, to be given back to :func:`reset_span`.
+SpanToken = Token["Span | None"]
+#: The type of the value :func:`use_tracer` returns, to be given back to :func:`reset_tracer`.
+TracerToken = Token["Tracer | None"]
+
+# Bound methods, looked up once: the hot path calls them for every span.
+get_span = _current_span.get
+use_span = _current_span.set
+get_tracer = _current_tracer.get
+use_tracer = _current_tracer.set
+is_suppressed = _suppressed.get
+
+
+def reset_span(token: SpanToken) -> None:
+    """Undo :func:`use_span`; a token from another context is ignored.
+
+    A span left in another context than it was entered in (a misuse spanlane survives) must not
+    change that context's current span, and must not raise into the caller either.
+    """
+    try:
+        _current_span.reset(token)
+    except ValueError:
+        pass
+
+
+def reset_tracer(token: TracerToken) -> None:
+    """Undo :func:`use_tracer`; a token from another context is ignored."""
+    try:
+        _current_tracer.reset(token)
+    except ValueError:
+        pass
+
+
+def suppress() -> None:
+    """Mark the current context as telemetry's own: spans started in it do not record.
+
+    Called once at the top of the tracer's service task, whose context the drain workers and
+    every exporter call inherit (including the threads ``anyio.to_thread`` starts from them).
+    """
+    _suppressed.set(True)
 
 
 def current_tracer() -> Tracer | None:
     """Return the tracer of the innermost open ``open_tracer()`` block, or None."""
-    return current_tracer_var.get()
+    return _current_tracer.get()

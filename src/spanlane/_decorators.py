@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import Any, ParamSpec, TypeVar, cast, overload
 
-from ._context import current_tracer_var
+from ._context import get_tracer
 from ._records import SpanKind
 
 P = ParamSpec("P")
@@ -86,7 +86,7 @@ def _decorate(
 
         @functools.wraps(func)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            tracer = current_tracer_var.get()
+            tracer = get_tracer()
             if tracer is None:
                 return await async_func(*args, **kwargs)
             async with tracer.start_span(span_name, kind=kind, attributes=frozen):
@@ -96,7 +96,7 @@ def _decorate(
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        tracer = current_tracer_var.get()
+        tracer = get_tracer()
         if tracer is None:
             return func(*args, **kwargs)
         with tracer.start_span(span_name, kind=kind, attributes=frozen):

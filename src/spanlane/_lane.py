@@ -2,12 +2,18 @@
 
 The hot path (:meth:`Lane.offer_nowait`) is synchronous: a ``send_nowait`` into a bounded anyio
 memory-object stream plus a few integer updates. The drain worker (:meth:`Lane.run`) is a task in
-the tracer's task group. It wakes once per batch, not once per record: it awaits the first record,
-takes the rest with ``receive_nowait``, and then sleeps until the batch is full (the hot path wakes
-it), the oldest record has waited ``flush_interval``, a flush is asked for, or the lane closes.
+the tracer's task group. It wakes once per batch, not once per record: it takes records with
+``receive_nowait`` and sleeps until the batch is full (the hot path wakes it), the oldest record
+has waited ``flush_interval``, a flush is asked for, or the lane closes.
 
 Exports within a lane are sequential: a batch is retried whole before any later batch is sent, so
 an exporter sees records in exactly the order they entered the stream.
+
+Nothing the exporter does reaches the application or stops the worker: an exception of any kind
+from ``export()`` (``KeyboardInterrupt``, ``SystemExit``, a cancellation that is not the
+worker's own) fails that batch only; ``aclose()`` is bounded by its grace whatever it raises; the
+worker checkpoints after every batch, so an exporter that never awaits cannot freeze the loop.
+The only cancellation the worker obeys is its own (the drain deadline, ``export_timeout``).
 
 Accounting, true at every moment (all counters only grow, except ``queued``/``in_flight``)::
 
@@ -18,10 +24,10 @@ Accounting, true at every moment (all counters only grow, except ``queued``/``in
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from types import MappingProxyType
 
 import anyio
@@ -29,36 +35,47 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._exceptions import RetryableExportError
+from ._log import WARNING_INTERVAL, RateLimiter, logger
+from ._options import LaneOptions
 from ._records import SpanRecord
-from ._retry import RetryPolicy
+from ._runtime import cancel_requested, checkpoint, is_cancellation
+from ._safe import exception_type, safe_str
 from ._stats import DropReason, LaneStats
-from .exporters._base import Exporter, exporter_name
+from .exporters._base import ExporterInfo, ExportResult
 
-logger = logging.getLogger("spanlane")
+__all__ = ["ACLOSE_GRACE", "WARNING_INTERVAL", "Lane"]
 
-#: Seconds between two warnings for the same drop reason on the same lane.
-WARNING_INTERVAL = 10.0
 #: Seconds an exporter's ``aclose()`` may take at shutdown, on top of ``drain_timeout``.
 ACLOSE_GRACE = 1.0
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The ``retry_after`` of a retryable error, if it is a usable number of seconds.
+
+    A subclass may have skipped ``__init__`` (no attribute at all) or replaced the value with
+    anything; only a finite, non-negative number counts.
+    """
+    try:
+        value = getattr(exc, "retry_after", None)
+    except Exception:  # a property that raises
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 class Lane:
     """A bounded buffer and a drain worker in front of one exporter."""
 
-    def __init__(
-        self,
-        exporter: Exporter,
-        *,
-        buffer_size: int,
-        max_batch_size: int,
-        flush_interval: float,
-        export_timeout: float,
-        retry: RetryPolicy,
-    ) -> None:
-        self.exporter = exporter
-        self.name = exporter_name(exporter)
-        self.wants_starts = bool(getattr(exporter, "wants_starts", False))
-        self._buffer_size = buffer_size
+    def __init__(self, info: ExporterInfo, options: LaneOptions) -> None:
+        self.exporter = info.exporter
+        self.name = info.name
+        self.wants_starts = info.wants_starts
+        self.options = options
+        self._export_call = info.export
+        self._aclose_call = info.aclose
+        self._buffer_size = options.buffer_size
         # The stream, events and cancel scope are made by open(), inside the event loop: a lane
         # that is never opened then holds nothing that needs closing, and a Tracer can be built
         # outside a running loop.
@@ -67,10 +84,10 @@ class Lane:
         self._cancel_scope: anyio.CancelScope
         self._done: anyio.Event
         self._opened = False
-        self._max_batch = max_batch_size
-        self._flush_interval = flush_interval
-        self._export_timeout = export_timeout
-        self._retry = retry
+        self._max_batch = options.max_batch_size
+        self._flush_interval = float(options.flush_interval)
+        self._export_timeout = float(options.export_timeout)
+        self._retry = options.retry
         self._rng = random.Random()
 
         # Counters; see the module docstring for how they relate.
@@ -91,7 +108,10 @@ class Lane:
         self._room: anyio.Event | None = None  # async offers wait on this for buffer space
         self._progress: anyio.Event | None = None  # flushes wait on this for settled records
         self._running = False
-        self._last_warning: dict[DropReason, float] = {}
+        self._warnings = RateLimiter(WARNING_INTERVAL)
+
+    def __repr__(self) -> str:
+        return f"<Lane {self.name!r} {'closed' if self._closed else 'open'}>"
 
     def open(self) -> None:
         """Create the stream and start accepting records; called once, in the event loop."""
@@ -100,8 +120,8 @@ class Lane:
         self._opened = True
         self._send, self._receive = anyio.create_memory_object_stream[SpanRecord](self._buffer_size)
         self._send_nowait = self._send.send_nowait
-        # Shielded: cancelling a scope around open_tracer() must not kill the worker before the
-        # tracer's shutdown has drained it (invariant 5); only cancel(), at drain_timeout, does.
+        # Shielded: cancelling a scope around the worker must not kill it before the tracer's
+        # shutdown has drained it (invariant 5); only cancel(), at drain_timeout, does.
         self._cancel_scope = anyio.CancelScope(shield=True)
         self._done = anyio.Event()
         self._closed = False
@@ -136,37 +156,44 @@ class Lane:
         self._drop_at_door(DropReason.CLOSED if self._closed else DropReason.QUEUE_FULL)
         return False
 
-    async def offer(self, record: SpanRecord, deadline: float) -> bool:
-        """Offer a record, waiting for room until ``deadline`` (anyio clock, seconds).
+    # Named as a processor stage would name it: the lanes are the last stage of the pipeline.
+    on_end = offer_nowait
 
-        Waiting is done here rather than with the stream's ``send()``: when ``send()`` is
-        cancelled it cannot tell whether the record already went in, and the count must be exact.
-        If the waiting task is cancelled, the record is counted as ``QUEUE_FULL`` and the
-        cancellation propagates.
+    def on_start(self, record: SpanRecord) -> None:
+        """Offer a start notification, if this lane's exporter wants them."""
+        if self.wants_starts:
+            self.offer_nowait(record)
+
+    @property
+    def full(self) -> bool:
+        """True when the stream has no room for another record (and the lane is open)."""
+        return not self._closed and self._accepted - self._taken >= self._buffer_size
+
+    async def wait_for_room(self, deadline: float) -> None:
+        """Wait until the stream has room, the lane closes, or ``deadline`` (anyio clock).
+
+        Returns at once, without a checkpoint, when there is room. The caller offers its record
+        right after, without awaiting in between, so the room found is still there. (Waiting
+        on spanlane's own event rather than the stream's ``send()``: a cancelled ``send()``
+        cannot tell whether the record went in, and the count must be exact.)
         """
-        if self._try_send(record):
-            return True
-        if self._closed:
-            self._drop_at_door(DropReason.CLOSED)
-            return False
-        try:
-            with anyio.fail_after(max(deadline - anyio.current_time(), 0)):
-                while True:
-                    if self._room is None:
-                        self._room = anyio.Event()
-                    await self._room.wait()
-                    if self._try_send(record):
-                        return True
-                    if self.closed:
-                        self._drop_at_door(DropReason.CLOSED)
-                        return False
-        except TimeoutError:
-            pass
-        except BaseException:
-            self._drop_at_door(DropReason.QUEUE_FULL)
-            raise
-        self._drop_at_door(DropReason.QUEUE_FULL)
-        return False
+        if not self.full:
+            return
+        with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
+            while self.full:
+                if self._room is None:
+                    self._room = anyio.Event()
+                await self._room.wait()
+
+    def count_at_door(self, reason: DropReason, count: int) -> None:
+        """Count ``count`` records offered and dropped at once (never entering the stream).
+
+        For records the tracer cannot even build any more (spans still open when the drain
+        deadline has passed) and for records arriving after the lane closed.
+        """
+        if count > 0:
+            self._door_drops += count
+            self._count_drop(reason, count)
 
     # --- accounting --------------------------------------------------------------------------
 
@@ -176,10 +203,7 @@ class Lane:
 
     def _count_drop(self, reason: DropReason, count: int, detail: str = "") -> None:
         self._dropped[reason] = self._dropped.get(reason, 0) + count
-        now = time.monotonic()
-        last = self._last_warning.get(reason)
-        if last is None or now - last >= WARNING_INTERVAL:
-            self._last_warning[reason] = now
+        if self._warnings.allow(reason):
             logger.warning(
                 "spanlane lane %r dropped %d record(s): %s%s (total for this reason: %d; "
                 "next warning for it in %.0f s at the earliest)",
@@ -200,6 +224,11 @@ class Lane:
     def settled(self) -> int:
         """Records that went through the stream and were exported or dropped by the worker."""
         return self._taken - self._in_flight
+
+    @property
+    def accepted(self) -> int:
+        """Records that entered the stream so far."""
+        return self._accepted
 
     def stats(self) -> LaneStats:
         """A snapshot of the lane's counters."""
@@ -247,13 +276,12 @@ class Lane:
             return
         self._send.close()
         self._wake_worker()
-        if self._room is not None:
-            self._room.set()
-            self._room = None
+        self._notify_room()
 
     def cancel(self) -> None:
         """Cancel the worker (at the drain deadline); what it still holds is counted."""
-        self._cancel_scope.cancel()
+        if self._opened:
+            self._cancel_scope.cancel()
 
     async def wait_done(self) -> None:
         """Wait until the worker has finished, including the exporter's ``aclose()``."""
@@ -290,15 +318,22 @@ class Lane:
             with self._cancel_scope:
                 task_status.started()
                 await self._drain(batch)
-        except Exception:  # a bug in spanlane; the caller's code must not pay for it
-            logger.exception("spanlane lane %r: drain worker failed", self.name)
-            self.close()
+        except Exception as exc:
+            # Only a bug in spanlane gets here (exporter failures are handled per batch). The
+            # caller's code must not pay for it: count what is left, close the exporter, finish.
+            logger.error("spanlane lane %r: drain worker failed", self.name, exc_info=exc)
         finally:
+            # Also when the loop itself cancels the task at its end (a tracer never exited):
+            # the cancellation propagates once the books are closed.
             self._running = False
-            self._settle_leftovers(batch)
-            await self._aclose_exporter()
-            self._notify_progress()
-            self._done.set()
+            try:
+                self._settle_leftovers(batch)
+            finally:
+                try:
+                    await self._aclose_exporter()
+                finally:
+                    self._notify_progress()
+                    self._done.set()
 
     async def _drain(self, batch: list[SpanRecord]) -> None:
         # The worker never awaits receive(): an item handed straight to a waiting receiver is
@@ -324,6 +359,9 @@ class Lane:
             await self._export(batch)
             if end_of_stream:
                 return
+            # Always yield between batches: an exporter that never awaits (and records arriving
+            # as fast as it exports) must not keep the loop to itself.
+            await checkpoint()
 
     async def _sleep(self, wake_at: int, seconds: float) -> None:
         """Sleep until ``wake_at`` records are queued, a flush or close, or ``seconds`` pass."""
@@ -369,25 +407,34 @@ class Lane:
         failures = 0
         outcome: DropReason | None = DropReason.EXPORT_TIMEOUT
         detail = f"export_timeout of {self._export_timeout} s expired"
-        with anyio.move_on_after(self._export_timeout):
+        with anyio.move_on_after(self._export_timeout) as attempt_scope:
             while True:
                 try:
-                    rejected = await self.exporter.export(frozen)
+                    result = await self._export_call(frozen)
                 except RetryableExportError as exc:
                     failures += 1
                     if failures >= self._retry.max_attempts:
                         outcome, detail = DropReason.RETRIES_EXHAUSTED, f"{failures} attempts"
-                        logger.debug("spanlane lane %r: last attempt failed: %r", self.name, exc)
+                        logger.debug(
+                            "spanlane lane %r: last attempt failed: %s", self.name, _describe(exc)
+                        )
                         break
                     self._retries += 1
-                    await anyio.sleep(self._retry.backoff(failures, exc.retry_after, self._rng))
-                except Exception as exc:
-                    outcome, detail = DropReason.EXPORT_FAILED, f"{type(exc).__name__}: {exc}"
-                    logger.debug("spanlane lane %r: export failed", self.name, exc_info=True)
+                    await anyio.sleep(self._retry.backoff(failures, _retry_after(exc), self._rng))
+                except BaseException as exc:
+                    if is_cancellation(exc) and self._own_cancellation(attempt_scope):
+                        raise
+                    # Anything else is the exporter's: KeyboardInterrupt, SystemExit and
+                    # GeneratorExit raised by export() included (on trio a real Ctrl-C cannot
+                    # land here: the worker is KeyboardInterrupt-protected), and a cancellation
+                    # that is not this worker's (an awaited future that something else
+                    # cancelled). It fails this batch; the lane lives on.
+                    outcome, detail = DropReason.EXPORT_FAILED, _describe(exc)
+                    logger.debug("spanlane lane %r: export failed: %s", self.name, detail)
                     break
                 else:
                     outcome = None
-                    self._settle_exported(len(frozen), rejected)
+                    self._settle_exported(len(frozen), result)
                     break
         if outcome is DropReason.EXPORT_TIMEOUT and failures:
             outcome = DropReason.RETRIES_EXHAUSTED
@@ -396,14 +443,25 @@ class Lane:
             self._settle_dropped(len(frozen), outcome, detail)
         batch.clear()
 
-    def _settle_exported(self, count: int, rejected: object) -> None:
-        refused = rejected if type(rejected) is int and rejected > 0 else 0
-        refused = min(refused, count)
+    def _own_cancellation(self, attempt_scope: anyio.CancelScope) -> bool:
+        """True when a cancellation seen in ``export()`` is meant for this worker.
+
+        That is: the drain deadline or ``export_timeout`` fired, or (asyncio) something asked to
+        cancel the worker's task itself, such as the event loop shutting down.
+        """
+        return (
+            self._cancel_scope.cancel_called or attempt_scope.cancel_called or cancel_requested()
+        )
+
+    def _settle_exported(self, count: int, result: object) -> None:
+        rejected, unencodable = _undelivered(result, count)
         self._in_flight -= count
-        self._exported += count - refused
+        self._exported += count - rejected - unencodable
         self._batches += 1
-        if refused:
-            self._count_drop(DropReason.REJECTED, refused, "refused by the receiver")
+        if rejected:
+            self._count_drop(DropReason.REJECTED, rejected, "refused by the receiver")
+        if unencodable:
+            self._count_drop(DropReason.UNENCODABLE, unencodable, "the exporter could not encode")
         self._notify_progress()
 
     def _settle_dropped(self, count: int, reason: DropReason, detail: str = "") -> None:
@@ -411,11 +469,12 @@ class Lane:
         self._count_drop(reason, count, detail)
         self._notify_progress()
 
-    def _settle_leftovers(self, batch: list[SpanRecord]) -> None:
+    def _settle_leftovers(self, batch: Sequence[SpanRecord]) -> None:
         """Count what the worker still holds, and what is still queued, as lost to shutdown."""
         if batch:
             self._settle_dropped(len(batch), DropReason.SHUTDOWN_TIMEOUT, "drain_timeout expired")
-            batch.clear()
+            if isinstance(batch, list):
+                batch.clear()
         self.close()
         leftover = 0
         while True:
@@ -430,19 +489,43 @@ class Lane:
         self._receive.close()
 
     async def _aclose_exporter(self) -> None:
-        aclose = getattr(self.exporter, "aclose", None)
-        if aclose is None:
-            return
+        """Run the exporter's ``aclose()`` within :data:`ACLOSE_GRACE`, whatever it does."""
         with anyio.move_on_after(ACLOSE_GRACE, shield=True) as scope:
             try:
-                await aclose()
-            except Exception:
-                logger.warning(
-                    "spanlane lane %r: exporter aclose() failed", self.name, exc_info=True
-                )
+                result = self._aclose_call()
+                if hasattr(result, "__await__"):
+                    await result
+            except BaseException as exc:
+                # Ours (the grace expired, or the loop is shutting down): the scope handles it.
+                if is_cancellation(exc) and (scope.cancel_called or cancel_requested()):
+                    raise
+                # Anything else, a cancellation from `task.cancel(); await task` included, is
+                # the exporter's own failure.
+                if self._warnings.allow("aclose"):
+                    logger.warning(
+                        "spanlane lane %r: exporter aclose() failed: %s", self.name, _describe(exc)
+                    )
         if scope.cancelled_caught:
             logger.warning(
                 "spanlane lane %r: exporter aclose() took longer than %.1f s; abandoned",
                 self.name,
                 ACLOSE_GRACE,
             )
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` for a log line; never raises, whatever the exception's ``__str__``."""
+    return f"{exception_type(exc)}: {safe_str(exc, 500)}"
+
+
+def _undelivered(result: object, count: int) -> tuple[int, int]:
+    """``(rejected, unencodable)`` from what ``export()`` returned, each within ``0..count``."""
+    if type(result) is ExportResult:
+        rejected, unencodable = result.rejected, result.unencodable
+    elif type(result) is int:
+        rejected, unencodable = result, 0
+    else:
+        return 0, 0
+    rejected = min(max(rejected, 0), count) if type(rejected) is int else 0
+    unencodable = min(max(unencodable, 0), count - rejected) if type(unencodable) is int else 0
+    return rejected, unencodable

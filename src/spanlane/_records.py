@@ -68,13 +68,24 @@ class Status:
 UNSET_STATUS = Status()
 
 
+#: One more than the largest trace id (128 bits) and span id (64 bits).
+TRACE_ID_LIMIT = 1 << 128
+SPAN_ID_LIMIT = 1 << 64
+#: W3C trace flags bit 0: the caller may have recorded this span (it was sampled).
+SAMPLED_FLAG = 0x01
+
+
 @attrs.frozen
 class SpanContext:
-    """The identity of a span, as W3C trace context carries it.
+    """The identity of a span, as W3C trace context carries it; the one source of identity.
+
+    Constructing one never raises: a context with ids that are zero, out of range or not ints is
+    simply not :attr:`is_valid`, and spanlane treats it as absent wherever it is used (as a
+    parent it starts a new trace; as a link it is dropped and counted).
 
     Attributes:
-        trace_id: 128-bit trace id, never 0.
-        span_id: 64-bit span id, never 0.
+        trace_id: 128-bit trace id, never 0 in a valid context.
+        span_id: 64-bit span id, never 0 in a valid context.
         trace_flags: W3C trace flags; bit 0 is "sampled".
         trace_state: the W3C ``tracestate`` header value, passed through unchanged.
         is_remote: True when the context was extracted from another process.
@@ -82,9 +93,32 @@ class SpanContext:
 
     trace_id: int
     span_id: int
-    trace_flags: int = 1
+    trace_flags: int = SAMPLED_FLAG
     trace_state: str = ""
     is_remote: bool = False
+
+    @property
+    def is_valid(self) -> bool:
+        """True when both ids are ints in range and not zero (W3C Trace Context)."""
+        trace_id = self.trace_id
+        span_id = self.span_id
+        return (
+            type(trace_id) is int
+            and type(span_id) is int
+            and 0 < trace_id < TRACE_ID_LIMIT
+            and 0 < span_id < SPAN_ID_LIMIT
+        )
+
+    @property
+    def is_sampled(self) -> bool:
+        """True when the "sampled" flag (W3C trace flags bit 0) is set."""
+        flags = self.trace_flags
+        return type(flags) is int and bool(flags & SAMPLED_FLAG)
+
+
+def clean_flags(flags: object) -> int:
+    """Trace flags as one W3C byte; anything but an int counts as "no flags"."""
+    return flags & 0xFF if type(flags) is int else 0
 
 
 @attrs.frozen
@@ -163,6 +197,8 @@ class SpanRecord:
         scope: the instrumentation scope that produced the span.
         trace_state: the W3C ``tracestate`` of the span's context.
         parent_is_remote: True when the parent came from another process.
+        trace_flags: the W3C trace flags of the span's context (bit 0: sampled); encoders
+            write these, never a constant.
     """
 
     name: str
@@ -183,6 +219,7 @@ class SpanRecord:
     scope: InstrumentationScope = DEFAULT_SCOPE
     trace_state: str = ""
     parent_is_remote: bool = False
+    trace_flags: int = SAMPLED_FLAG
 
     @property
     def is_start(self) -> bool:
@@ -199,7 +236,7 @@ class SpanRecord:
     @property
     def context(self) -> SpanContext:
         """The :class:`SpanContext` of the recorded span."""
-        return SpanContext(self.trace_id, self.span_id, trace_state=self.trace_state)
+        return SpanContext(self.trace_id, self.span_id, self.trace_flags, self.trace_state)
 
 
 # A mutable twin of SpanRecord with the same slots in the same order. attrs' frozen __init__ sets

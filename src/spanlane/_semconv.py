@@ -93,15 +93,6 @@ def client_status_is_error(status: int) -> bool:
     return not 100 <= status < 400
 
 
-def exception_type(exc: BaseException) -> str:
-    """The fully qualified class name of an exception, for ``error.type``."""
-    cls = type(exc)
-    module = cls.__module__
-    if module == "builtins":
-        return cls.__qualname__
-    return f"{module}.{cls.__qualname__}"
-
-
 def protocol_version(value: object) -> str | None:
     """Normalise ``"HTTP/1.1"``, ``b"HTTP/2"`` or ``"1.1"`` to the semconv form (``"1.1"``)."""
     if isinstance(value, bytes):

@@ -2,29 +2,36 @@
 
 A span is mutable until it ends and inert afterwards: every setter becomes a no-op, so nothing a
 caller does later can change the record exporters see.
+
+Ending is safe from any thread and from re-entrant code (a ``__repr__`` that ends the span it is
+being recorded on). Exactly one caller wins the right to end a span: it pops the span's entry
+from the tracer's table of open spans, which is one atomic dict operation. The record then gets
+a copy of the attribute dict, so a setter racing the end can only write into the live dict, which
+no record references. Setters that lose such a race find the record frozen and do nothing.
+
+No setter raises into the caller: a value that cannot be used is coerced, or ignored and counted
+(see :meth:`SpanSink.note_ignored`).
 """
 
 from __future__ import annotations
 
-import sys
-import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
+from weakref import ref as _ref
 from time import time_ns
 from time import time_ns as _clock_ns  # add_event's time_ns parameter hides the name
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-import anyio
-
 from ._attributes import SpanLimits, coerce_attributes, coerce_value, freeze
-from ._context import current_span_var
+from ._context import get_span, reset_span, use_span
 from ._records import (
     CANCELLED_ATTRIBUTE,
     DEFAULT_SCOPE,
     EMPTY_ATTRIBUTES,
     EMPTY_RESOURCE,
     RECORD_FIELDS,
+    SAMPLED_FLAG,
     UNFINISHED_ATTRIBUTE,
     UNSET_STATUS,
     AttributeValue,
@@ -40,37 +47,76 @@ from ._records import (
     _RecordBuilder,
     new_record,
 )
-
-if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
-    from exceptiongroup import BaseExceptionGroup
+from ._runtime import is_cancellation
+from ._safe import exception_type, format_stacktrace, safe_str
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
+__all__ = [
+    "INVALID_CONTEXT",
+    "INVALID_SPAN",
+    "NonRecordingSpan",
+    "Span",
+    "SpanSink",
+    "clamp_time",
+    "current_span",
+    "abandon",
+    "mark",
+    "make_links",
+    "note_exception",
+    "parent_context",
+    "seal",
+    "seal_unfinished",
+    "start_record",
+]
+
+#: The largest timestamp OTLP can carry (fixed64 nanoseconds since the epoch).
+MAX_TIME_NS = (1 << 64) - 1
+
 
 class SpanSink(Protocol):
-    """Where a span delivers its records: implemented by the tracer."""
+    """Where a span delivers its records: implemented by the tracer.
+
+    Attributes:
+        limits: bounds on what a span may carry.
+        resource: the resource every record carries.
+        scope: the instrumentation scope every record carries.
+        open_spans: the builders of spans not yet ended, keyed by a weak reference to the span;
+            popping a span's entry is the right to end it.
+        on_collected: the weak reference's callback: a span was garbage-collected unended.
+    """
 
     limits: SpanLimits
     resource: Resource
     scope: InstrumentationScope
+    open_spans: dict[_ref[Span], Any]
+    on_collected: Callable[[_ref[Span]], None]
 
-    def _end_span(self, span: Span, record: SpanRecord) -> None: ...
+    def deliver(self, record: SpanRecord) -> None:
+        """Hand a finished record on, without waiting; from any thread."""
 
-    async def _aend_span(self, span: Span, record: SpanRecord) -> None: ...
+    async def adeliver(self, record: SpanRecord) -> None:
+        """Hand a finished record on, waiting for room if the tracer's policy says so."""
+
+    def note_ignored(self, what: str, value: object) -> None:
+        """Count (and log, rate-limited) a call whose argument could not be used."""
 
 
-def _is_cancellation(exc: BaseException) -> bool:
-    """True for the running backend's cancellation, also inside an exception group."""
-    try:
-        cancelled = anyio.get_cancelled_exc_class()
-    except Exception:  # not in an async context (a worker thread): no backend to ask
-        return False
-    if isinstance(exc, cancelled):
-        return True
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_is_cancellation(inner) for inner in exc.exceptions)
-    return False
+def clamp_time(value: object, sink: SpanSink | None, what: str) -> int:
+    """A timestamp in nanoseconds that OTLP can carry: an int clamped to ``[0, 2**64 - 1]``.
+
+    None means now. Anything else that is not an int is ignored (counted) and means now too.
+    """
+    if type(value) is int:
+        if 0 <= value <= MAX_TIME_NS:
+            return value
+        if sink is not None:
+            sink.note_ignored(what, value)
+        return 0 if value < 0 else MAX_TIME_NS
+    if value is not None and sink is not None:
+        sink.note_ignored(what, value)
+    return time_ns()
 
 
 class Span:
@@ -87,8 +133,12 @@ class Span:
 
     # The span's record is built once, at start, as a mutable _RecordBuilder; the span updates
     # it in place (status, drop counts) and ending it only stores what changed and re-labels it
-    # as a frozen SpanRecord. Copying eighteen fields at the end would cost as much again.
-    __slots__ = ("_attributes", "_context", "_events", "_rec", "_sink", "_token", "parent")
+    # as a frozen SpanRecord. Copying nineteen fields at the end would cost as much again.
+    # While the span is live, the builder's ``attributes`` is a plain dict (or the shared empty
+    # mapping) and its ``events`` a list (or ``()``); sealing turns them into a read-only copy and
+    # a tuple. All of a span's state is in the builder, so the tracer can still seal it, as
+    # unfinished, after the span handle itself has been garbage-collected unended.
+    __slots__ = ("__weakref__", "_context", "_rec", "_sink", "_token", "parent")
 
     def __init__(
         self,
@@ -104,6 +154,7 @@ class Span:
         dropped_attributes: int,
         links: tuple[Link, ...],
         dropped_links: int,
+        trace_flags: int = SAMPLED_FLAG,
     ) -> None:
         self._sink = sink
         self._rec = _RecordBuilder(
@@ -114,7 +165,7 @@ class Span:
             kind,
             start_time_ns,
             None,
-            EMPTY_ATTRIBUTES,
+            EMPTY_ATTRIBUTES if attributes is None else attributes,
             (),
             links,
             UNSET_STATUS,
@@ -124,13 +175,16 @@ class Span:
             EMPTY_RESOURCE if sink is None else sink.resource,
             DEFAULT_SCOPE if sink is None else sink.scope,
             trace_state,
-            parent is not None and parent.is_remote,
+            parent is not None and parent.is_remote is True,
+            trace_flags,
         )
         self.parent = parent
-        self._attributes = attributes
-        self._events: list[Event] | None = None
         self._context: SpanContext | None = None
-        self._token: Token[Span | None] | None = None
+        # None, the token of the one `with` that entered the span, or a list of tokens when it
+        # was entered again before being left (a misuse that must not raise).
+        self._token: Token[Span | None] | list[Token[Span | None]] | None = None
+        if sink is not None:
+            sink.open_spans[_ref(self, sink.on_collected)] = self._rec
 
     def __repr__(self) -> str:
         rec = self._rec
@@ -158,8 +212,9 @@ class Span:
         context = self._context
         if context is None:
             rec = self._rec
-            flags = 1 if self.parent is None else self.parent.trace_flags
-            context = self._context = SpanContext(rec.trace_id, rec.span_id, flags, rec.trace_state)
+            context = self._context = SpanContext(
+                rec.trace_id, rec.span_id, rec.trace_flags, rec.trace_state
+            )
         return context
 
     @property
@@ -179,8 +234,9 @@ class Span:
 
     @property
     def attributes(self) -> Mapping[str, AttributeValue]:
-        """A read-only view of the attributes set so far."""
-        return freeze(self._attributes)
+        """A read-only snapshot of the attributes set so far."""
+        attributes = self._rec.attributes
+        return freeze(dict(attributes) if attributes else None)
 
     @property
     def status(self) -> Status:
@@ -191,20 +247,34 @@ class Span:
     def record(self) -> SpanRecord | None:
         """The frozen record once the span has ended, else None."""
         rec = self._rec
-        return rec if isinstance(rec, SpanRecord) else None
+        return rec if type(rec) is SpanRecord else None
 
     # --- setters -----------------------------------------------------------------------------
+    # Each setter checks that the span is recording, then writes into the builder. A write that
+    # loses a race with end() (another thread, or re-entrant code) meets a frozen record and is
+    # dropped: FrozenInstanceError is an AttributeError, caught where it can happen.
+
+    def _count(self, field: str) -> None:
+        try:
+            rec = self._rec
+            setattr(rec, field, getattr(rec, field) + 1)
+        except AttributeError:
+            pass
 
     def update_name(self, name: str) -> None:
         """Rename the span (for example once a router has matched the request's route).
 
-        Raises:
-            TypeError: ``name`` is not a str.
+        A name that is not a str is ignored (and counted in ``Stats.ignored_calls``).
         """
+        if not self.is_recording:
+            return
         if type(name) is not str:
-            raise TypeError(f"span name must be a str, got {type(name).__name__}")
-        if self.is_recording:
+            self._sink.note_ignored("update_name", name)  # type: ignore[union-attr]
+            return
+        try:
             self._rec.name = name
+        except AttributeError:
+            pass
 
     def set_attribute(self, key: str, value: object) -> None:
         """Set one attribute, coerced to an OTLP-legal value.
@@ -212,33 +282,47 @@ class Span:
         A non-string or empty key, a None value, or a new key past ``SpanLimits.max_attributes``
         is dropped and counted in the record's ``dropped_attributes``; it never raises.
         """
-        rec = self._rec
-        if rec.end_time_ns is not None or self._sink is None:
+        sink = self._sink
+        if sink is None or self._rec.end_time_ns is not None:
             return
         if type(key) is not str or not key:
-            rec.dropped_attributes += 1
+            self._count("dropped_attributes")
             return
-        limits = self._sink.limits
+        limits = sink.limits
+        rec = self._rec
+        attributes = rec.attributes
+        if type(attributes) is not dict:
+            attributes = {}
+            try:
+                rec.attributes = attributes
+            except AttributeError:  # ended meanwhile
+                return
+        if key not in attributes and len(attributes) >= limits.max_attributes:
+            self._count("dropped_attributes")
+            return
         coerced = coerce_value(value, limits.max_attribute_length)
-        attributes = self._attributes
-        if attributes is None:
-            attributes = self._attributes = {}
-        if coerced is None or (key not in attributes and len(attributes) >= limits.max_attributes):
-            rec.dropped_attributes += 1
+        if coerced is None:
+            self._count("dropped_attributes")
             return
+        # The coercion may have run the caller's code (a __repr__), which may have ended this
+        # span; the write then goes to the live dict only, which the record does not share.
         attributes[key] = coerced
 
     def set_attributes(self, attributes: Mapping[str, object]) -> None:
-        """Set several attributes; see :meth:`set_attribute`."""
+        """Set several attributes; see :meth:`set_attribute`.
+
+        A mapping that cannot be read counts as one dropped attribute; what was read before the
+        failure is kept.
+        """
         if not self.is_recording:
             return
         try:
-            items = list(attributes.items())
-        except Exception:
-            self._rec.dropped_attributes += 1
-            return
-        for key, value in items:
-            self.set_attribute(key, value)
+            for key, value in attributes.items():
+                self.set_attribute(key, value)
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
+            self._count("dropped_attributes")
 
     def add_event(
         self,
@@ -250,26 +334,33 @@ class Span:
         """Add a timestamped event; past ``SpanLimits.max_events`` it is dropped and counted.
 
         Args:
-            name: the event name.
+            name: the event name (anything else is converted with ``str``).
             attributes: the event's attributes, coerced like span attributes.
-            time_ns: the event time in nanoseconds since the epoch (now by default).
+            time_ns: the event time in nanoseconds since the epoch (now by default; clamped to
+                what OTLP can carry).
         """
-        if not self.is_recording:
+        sink = self._sink
+        if sink is None or self._rec.end_time_ns is not None:
             return
-        limits = self._sink.limits  # type: ignore[union-attr]
-        events = self._events
-        if events is None:
-            events = self._events = []
+        limits = sink.limits
+        rec = self._rec
+        events = rec.events
+        if type(events) is not list:
+            events = []
+            try:
+                rec.events = events
+            except AttributeError:  # ended meanwhile
+                return
         if len(events) >= limits.max_events:
-            self._rec.dropped_events += 1
+            self._count("dropped_events")
             return
         kept, dropped = coerce_attributes(
             attributes, limits.max_event_attributes, limits.max_attribute_length
         )
         events.append(
             Event(
-                name if type(name) is str else _safe_str(name),
-                time_ns if type(time_ns) is int else _clock_ns(),
+                name if type(name) is str else safe_str(name),
+                _clock_ns() if time_ns is None else clamp_time(time_ns, sink, "add_event"),
                 freeze(kept),
                 dropped,
             )
@@ -281,129 +372,118 @@ class Span:
         """Add an ``exception`` event with the type, message and stack trace of ``exc``.
 
         This does not change the status; leaving a ``with`` block by an exception does both.
+        Anything but an exception is ignored (and counted).
         """
         if not self.is_recording:
             return
-        try:
-            stacktrace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        except Exception:
-            stacktrace = ""
+        if not isinstance(exc, BaseException):
+            self._sink.note_ignored("record_exception", exc)  # type: ignore[union-attr]
+            return
         event_attributes: dict[str, object] = {
-            "exception.type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "exception.message": _safe_str(exc),
-            "exception.stacktrace": stacktrace,
+            "exception.type": exception_type(exc),
+            "exception.message": safe_str(exc),
+            "exception.stacktrace": format_stacktrace(exc),
         }
-        if attributes:
-            event_attributes.update(attributes)
+        if attributes is not None:
+            limits = self._sink.limits  # type: ignore[union-attr]
+            extra, _ = coerce_attributes(attributes, limits.max_event_attributes, None)
+            event_attributes.update(extra)
         self.add_event("exception", event_attributes)
 
-    def set_status(self, code: StatusCode, description: str | None = None) -> None:
-        """Set the status. ``OK`` is final; ``description`` is kept for ``ERROR`` only."""
+    def set_status(self, code: StatusCode | Status, description: str | None = None) -> None:
+        """Set the status. ``OK`` is final; ``description`` is kept for ``ERROR`` only.
+
+        ``code`` may be a :class:`StatusCode`, its int value, or a :class:`Status`; anything else
+        is ignored (and counted).
+        """
         if not self.is_recording:
             return
+        if type(code) is Status:
+            code, description = code.code, code.description
+        if type(code) is not StatusCode:
+            if type(code) is int and code in (0, 1, 2):
+                code = StatusCode(code)
+            else:
+                self._sink.note_ignored("set_status", code)  # type: ignore[union-attr]
+                return
         rec = self._rec
-        if rec.status.code is StatusCode.OK:
-            return
-        code = StatusCode(code)
-        if code is StatusCode.UNSET:
+        if rec.status.code is StatusCode.OK or code is StatusCode.UNSET:
             return
         if code is StatusCode.ERROR and description is not None:
-            rec.status = Status(code, _safe_str(description))
+            status = Status(code, safe_str(description))
         else:
-            rec.status = Status(code)
+            status = Status(code)
+        try:
+            rec.status = status
+        except AttributeError:
+            pass
 
     # --- ending ------------------------------------------------------------------------------
 
     def end(self, end_time_ns: int | None = None) -> None:
-        """End the span and hand its record to every lane. Ending twice is a no-op.
+        """End the span and hand its record on. Ending twice is a no-op, from any thread.
 
-        This never waits: a full lane drops the record and counts it. It is safe to call from a
-        worker thread; the hand-off then happens on the event loop thread.
+        This never waits: a full lane drops the record and counts it. It is safe to call from any
+        thread; the record reaches the lanes through the tracer's thread inbox.
 
         Args:
             end_time_ns: the end time in nanoseconds since the epoch (now by default).
         """
         record = self._finish(end_time_ns)
         if record is not None:
-            self._sink._end_span(self, record)  # type: ignore[union-attr]
+            self._sink.deliver(record)  # type: ignore[union-attr]
 
     async def aend(self, end_time_ns: int | None = None) -> None:
         """End the span; with ``on_full="wait"`` wait up to ``wait_timeout`` for room in lanes."""
         record = self._finish(end_time_ns)
         if record is not None:
-            await self._sink._aend_span(self, record)  # type: ignore[union-attr]
+            await self._sink.adeliver(record)  # type: ignore[union-attr]
 
     def _finish(self, end_time_ns: int | None) -> SpanRecord | None:
-        rec = self._rec
-        if rec.end_time_ns is not None or self._sink is None:
+        sink = self._sink
+        if sink is None or self._rec.end_time_ns is not None:
             return None
-        rec.end_time_ns = end_time_ns if type(end_time_ns) is int else time_ns()
+        # The right to end the span: one atomic pop, won by exactly one caller.
+        if sink.open_spans.pop(_ref(self), None) is None:
+            return None
+        rec = self._rec
+        if end_time_ns is None:
+            rec.end_time_ns = time_ns()
+        else:
+            rec.end_time_ns = clamp_time(end_time_ns, sink, "end")
         return self._seal(rec)
 
     def _seal(self, rec: Any) -> SpanRecord:
-        """Store what only the live span held and freeze the builder into the record."""
-        if self._attributes:
-            # Wrapped, not copied: the span never writes to the dict again.
-            rec.attributes = MappingProxyType(self._attributes)
-        if self._events:
-            rec.events = tuple(self._events)
-        rec.__class__ = SpanRecord
-        return rec  # type: ignore[no-any-return]
+        return seal(rec)
 
     def _mark(self, key: str) -> None:
-        """Set one of spanlane's own marker attributes (``spanlane.unfinished``/``cancelled``).
-
-        Not through :meth:`set_attribute`: a span already holding ``max_attributes`` attributes
-        would drop the marker, and the record would no longer say how the span ended (found by
-        the fuzz suite). A marker may exceed the limit by one; the limit bounds the caller's data.
-        """
-        if not self.is_recording:
-            return
-        if self._attributes is None:
-            self._attributes = {}
-        self._attributes[key] = True
-
-    def _end_unfinished(self) -> SpanRecord | None:
-        """Mark the span unfinished and freeze it; used by the tracer at shutdown."""
-        self._mark(UNFINISHED_ATTRIBUTE)
-        return self._finish(None)
-
-    def _start_record(self) -> SpanRecord:
-        """A separate frozen copy of the span as it is now, for start notifications."""
-        fields = {name: getattr(self._rec, name) for name in RECORD_FIELDS}
-        # Copied, not wrapped: the live span keeps changing its attributes.
-        fields["attributes"] = freeze(dict(self._attributes) if self._attributes else None)
-        return new_record(**fields)
+        """Set one of spanlane's own marker attributes (``spanlane.unfinished``/``cancelled``)."""
+        if self.is_recording:
+            mark(self._rec, key)
 
     # --- context managers ----------------------------------------------------------------------
 
-    def _exit(self, exc: BaseException | None) -> None:
+    def _leave(self) -> None:
         token = self._token
-        if token is not None:
-            self._token = None
-            try:
-                current_span_var.reset(token)
-            except ValueError:
-                # Left in another context than it was entered in (a misuse we survive): the
-                # entering context keeps its value, this one is not ours to change.
-                pass
-        if exc is not None and self.is_recording:
-            self._note_exception(exc)
-
-    def _note_exception(self, exc: BaseException) -> None:
-        if _is_cancellation(exc):
-            self._mark(CANCELLED_ATTRIBUTE)
-        elif isinstance(exc, GeneratorExit):
+        if token is None:
             return
+        if type(token) is list:
+            reset_span(token.pop())
+            if not token:
+                self._token = None
         else:
-            self.record_exception(exc)
-            if self._rec.status.code is StatusCode.UNSET:
-                self.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {_safe_str(exc)}")
+            self._token = None
+            reset_span(token)  # type: ignore[arg-type]
 
     def __enter__(self) -> Self:
-        if self._token is not None:
-            raise RuntimeError(f"{self!r} is already entered; a span can be entered once")
-        self._token = current_span_var.set(self)
+        token = use_span(self)
+        held = self._token
+        if held is None:
+            self._token = token
+        elif type(held) is list:
+            held.append(token)
+        else:
+            self._token = [held, token]  # type: ignore[list-item]
         return self
 
     def __exit__(
@@ -412,12 +492,12 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(exc)
-        # The hot path: end() and _finish() inlined.
-        rec = self._rec
-        if rec.end_time_ns is None and self._sink is not None:
-            rec.end_time_ns = time_ns()
-            self._sink._end_span(self, self._seal(rec))
+        self._leave()
+        if exc is not None:
+            note_exception(self, exc)
+        record = self._finish(None)
+        if record is not None:
+            self._sink.deliver(record)  # type: ignore[union-attr]
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -428,17 +508,25 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(exc)
-        if exc is not None and _is_cancellation(exc):
-            # The task is being cancelled: waiting for room now would only be cancelled too.
-            self.end()
-        else:
-            await self.aend()
+        self._leave()
+        if exc is not None:
+            note_exception(self, exc)
+            if is_cancellation(exc):
+                # The task is being cancelled: waiting for room now would only be cancelled too.
+                self.end()
+                return
+        await self.aend()
 
 
 class NonRecordingSpan(Span):
-    """A span that records nothing: what :func:`current_span` returns outside any span, and what
-    :func:`spanlane.span` returns without a tracer. Every method is a cheap no-op."""
+    """A span that records nothing but carries a context.
+
+    It is what :func:`current_span` returns outside any span, what :func:`spanlane.span` returns
+    without a tracer, and what a tracer returns where it does not record (telemetry's own code,
+    a tracer that was never entered). It can be a parent: ``parent=NonRecordingSpan(remote)``
+    continues the remote trace. Entering one with a valid context makes it the current span;
+    every setter is a cheap no-op.
+    """
 
     __slots__ = ()
 
@@ -456,20 +544,28 @@ class NonRecordingSpan(Span):
             0,
             (),
             0,
+            context.trace_flags,
         )
         self._context = context
 
+    @property
+    def context(self) -> SpanContext:
+        """The context this span carries."""
+        return self._context  # type: ignore[return-value]
+
     def __enter__(self) -> Self:
-        return self
+        if self is INVALID_SPAN:  # shared by every caller: no state may be kept on it
+            return self
+        return super().__enter__()
 
     def __exit__(self, *exc_info: object) -> None:
-        return None
+        self._leave()
 
     async def __aenter__(self) -> Self:
-        return self
+        return self.__enter__()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        return None
+        self._leave()
 
 
 INVALID_CONTEXT = SpanContext(trace_id=0, span_id=0, trace_flags=0)
@@ -478,15 +574,103 @@ INVALID_SPAN = NonRecordingSpan(INVALID_CONTEXT)
 
 def current_span() -> Span:
     """Return the current span, or a non-recording span when there is none."""
-    span = current_span_var.get()
+    span = get_span()
     return INVALID_SPAN if span is None else span
 
 
-def _safe_str(value: object) -> str:
-    try:
-        return str(value)
-    except Exception:
-        return f"<unprintable {type(value).__qualname__}>"
+# --- the tracer's side of a span: public names of a private module -----------------------------
+
+
+def parent_context(parent: object) -> SpanContext | None:
+    """The context a new span continues, from a ``parent=`` value or the current span.
+
+    A span (recording or not) or a context continues its trace when its context is valid; an
+    invalid one (zero or out-of-range ids) starts a new trace.
+
+    Raises:
+        TypeError: ``parent`` is neither a Span, a SpanContext nor None.
+    """
+    if isinstance(parent, Span):
+        context = parent.context
+    elif isinstance(parent, SpanContext):
+        context = parent
+    else:
+        raise TypeError(f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}")
+    return context if context.is_valid else None
+
+
+def seal(rec: Any) -> SpanRecord:
+    """Freeze a span's builder into its record: what was live becomes a copy, then re-label.
+
+    The attributes are copied (a C-level snapshot under the GIL), not wrapped: a setter that
+    raced the end can then only write into the live dict, which no record references.
+    """
+    attributes = rec.attributes
+    if type(attributes) is dict:
+        rec.attributes = MappingProxyType(dict(attributes)) if attributes else EMPTY_ATTRIBUTES
+    events = rec.events
+    if type(events) is list:
+        rec.events = tuple(events)
+    rec.__class__ = SpanRecord
+    return rec  # type: ignore[no-any-return]
+
+
+def mark(rec: Any, key: str) -> None:
+    """Set one of spanlane's own marker attributes on a live builder.
+
+    Not through :meth:`Span.set_attribute`: a span already holding ``max_attributes`` attributes
+    would drop the marker, and the record would no longer say how the span ended (found by the
+    fuzz suite). A marker may exceed the limit by one; the limit bounds the caller's data.
+    """
+    attributes = rec.attributes
+    if type(attributes) is not dict:
+        attributes = rec.attributes = {}
+    attributes[key] = True
+
+
+def start_record(span: Span) -> SpanRecord:
+    """A separate frozen copy of the span as it is now, for start notifications."""
+    rec = span._rec
+    fields = {name: getattr(rec, name) for name in RECORD_FIELDS}
+    # Copied, not wrapped: the live span keeps changing its attributes.
+    attributes = rec.attributes
+    fields["attributes"] = freeze(dict(attributes) if attributes else None)
+    fields["events"] = ()
+    fields["end_time_ns"] = None
+    return new_record(**fields)
+
+
+def seal_unfinished(rec: Any) -> SpanRecord:
+    """Mark a claimed span's builder ``spanlane.unfinished``, end it now and freeze it.
+
+    Used by the tracer at shutdown, and when a span is garbage-collected without being ended.
+    """
+    mark(rec, UNFINISHED_ATTRIBUTE)
+    rec.end_time_ns = max(time_ns(), rec.start_time_ns)
+    return seal(rec)
+
+
+def abandon(rec: Any) -> None:
+    """Stop a claimed span from recording without producing a record (shutdown overrun)."""
+    if rec.end_time_ns is None:
+        rec.end_time_ns = max(time_ns(), rec.start_time_ns)
+
+
+def note_exception(span: Span, exc: BaseException) -> None:
+    """What leaving a span by ``exc`` records: an error event and status, or the cancelled mark.
+
+    Cancellation is not an error (``spanlane.cancelled = True``); ``GeneratorExit`` is neither.
+    """
+    if not span.is_recording:
+        return
+    if is_cancellation(exc):
+        span._mark(CANCELLED_ATTRIBUTE)
+    elif isinstance(exc, GeneratorExit):
+        return
+    else:
+        span.record_exception(exc)
+        if span._rec.status.code is StatusCode.UNSET:
+            span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {safe_str(exc)}")
 
 
 def make_links(
@@ -494,28 +678,34 @@ def make_links(
 ) -> tuple[tuple[Link, ...], int]:
     """Normalise the ``links=`` argument: contexts and spans become links; apply the limit.
 
-    Anything that is not a link, a context or a span is dropped and counted.
+    Anything that is not a link, a context or a span, and any link to an invalid context, is
+    dropped and counted. Never raises (but for cancellation).
     """
-    if not links:
-        return (), 0
     kept: list[Link] = []
     dropped = 0
     try:
-        items: Sequence[Any] = list(links)
-    except Exception:
-        return (), 1
-    for item in items:
-        if isinstance(item, Span):
-            item = Link(item.context)
-        elif isinstance(item, SpanContext):
-            item = Link(item)
-        if not isinstance(item, Link) or len(kept) >= limits.max_links:
-            dropped += 1
-            continue
-        if item.attributes:
-            attributes, extra = coerce_attributes(
-                item.attributes, limits.max_link_attributes, limits.max_attribute_length
-            )
-            item = Link(item.context, freeze(attributes), item.dropped_attributes + extra)
-        kept.append(item)
+        for item in links or ():
+            if isinstance(item, Span):
+                item = Link(item.context)
+            elif isinstance(item, SpanContext):
+                item = Link(item)
+            if (
+                not isinstance(item, Link)
+                or not isinstance(item.context, SpanContext)
+                or not item.context.is_valid
+                or len(kept) >= limits.max_links
+            ):
+                dropped += 1
+                continue
+            if item.attributes:
+                attributes, extra = coerce_attributes(
+                    item.attributes, limits.max_link_attributes, limits.max_attribute_length
+                )
+                extra += item.dropped_attributes if type(item.dropped_attributes) is int else 0
+                item = Link(item.context, freeze(attributes), extra)
+            kept.append(item)
+    except BaseException as exc:
+        if is_cancellation(exc):
+            raise
+        dropped += 1
     return tuple(kept), dropped

@@ -36,6 +36,9 @@ class DropReason(enum.Enum):
     CLOSED = "closed"
     #: The receiving end accepted the batch but rejected this record (OTLP partial success).
     REJECTED = "rejected"
+    #: The exporter could not encode this record even after sanitising it, and skipped it so
+    #: that the rest of its batch could be delivered.
+    UNENCODABLE = "unencodable"
 
 
 @attrs.frozen
@@ -74,20 +77,39 @@ class LaneStats:
         """True when the accounting identity holds for this snapshot."""
         return self.offered == self.exported + self.queued + self.in_flight + self.dropped_total
 
+    def __str__(self) -> str:
+        drops = ", ".join(f"{reason.value} {count}" for reason, count in self.dropped.items())
+        return (
+            f"{self.exporter}: offered {self.offered}, exported {self.exported}, "
+            f"queued {self.queued}, in flight {self.in_flight}, "
+            f"dropped {self.dropped_total}{f' ({drops})' if drops else ''}, "
+            f"retries {self.retries}, batches {self.batches}, high water {self.high_water}"
+        )
+
 
 @attrs.frozen
 class Stats:
     """A snapshot of a tracer's counters; valid during and after the tracer's lifetime.
 
     Attributes:
-        spans_started: spans started (recording spans only).
-        spans_ended: spans ended, including those ended as unfinished at shutdown.
+        spans_started: recording spans started.
+        spans_ended: recording spans ended, including those ended as unfinished at shutdown
+            or when garbage-collected without being ended.
         lanes: one :class:`LaneStats` per exporter, in the order the exporters were given.
+        inbox: records ended (or started) in other threads, waiting for the event loop to hand
+            them to the lanes.
+        ignored_calls: calls whose argument could not be used and was ignored (a status that is
+            not a ``StatusCode``, a timestamp that is not an int or is out of range, ...);
+            each is also logged, rate-limited.
+        processor_errors: records lost because a processor raised.
     """
 
     spans_started: int
     spans_ended: int
     lanes: tuple[LaneStats, ...]
+    inbox: int = 0
+    ignored_calls: int = 0
+    processor_errors: int = 0
 
     @property
     def dropped(self) -> Mapping[DropReason, int]:
@@ -97,6 +119,16 @@ class Stats:
             for reason, count in lane.dropped.items():
                 totals[reason] = totals.get(reason, 0) + count
         return MappingProxyType(totals)
+
+    def __str__(self) -> str:
+        lines = [
+            f"spans started {self.spans_started}, ended {self.spans_ended}"
+            + (f", {self.inbox} in the thread inbox" if self.inbox else "")
+            + (f", {self.ignored_calls} ignored call(s)" if self.ignored_calls else "")
+            + (f", {self.processor_errors} processor error(s)" if self.processor_errors else "")
+        ]
+        lines.extend(f"  {lane}" for lane in self.lanes)
+        return "\n".join(lines)
 
 
 @attrs.frozen

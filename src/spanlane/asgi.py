@@ -24,7 +24,7 @@ from ._asgi_lifespan import Scope as Scope
 from ._asgi_lifespan import Send as Send
 from ._asgi_lifespan import TracingLifespan as TracingLifespan
 from ._asgi_lifespan import lifespan as lifespan
-from ._context import current_tracer_var
+from ._context import get_tracer, reset_tracer, use_tracer
 from ._records import SpanKind, StatusCode
 from ._semconv import (
     CLIENT_ADDRESS,
@@ -40,13 +40,14 @@ from ._semconv import (
     URL_QUERY,
     URL_SCHEME,
     USER_AGENT_ORIGINAL,
-    exception_type,
     known_methods,
     method_attributes,
     redact_query,
     server_status_is_error,
 )
-from ._span import Span, _is_cancellation
+from ._runtime import is_cancellation
+from ._safe import exception_type
+from ._span import Span, note_exception
 from ._tracer import Tracer
 from .propagation import context_from_values
 
@@ -113,7 +114,7 @@ class TracingMiddleware:
             published = state.get(STATE_KEY)
             if isinstance(published, Tracer):
                 return published
-        return current_tracer_var.get()
+        return get_tracer()
 
 
 class _Request:
@@ -150,7 +151,7 @@ class _Request:
             self._observe(message)
 
         # The lifespan's tracer is not current in request tasks: make it current for the app.
-        tracer_token = current_tracer_var.set(self.tracer)
+        tracer_token = use_tracer(self.tracer)
         try:
             with span:
                 try:
@@ -160,7 +161,7 @@ class _Request:
                     raise
                 self._finish(None)
         finally:
-            current_tracer_var.reset(tracer_token)
+            reset_tracer(tracer_token)
 
     def _observe(self, message: Message) -> None:
         kind = message.get("type")
@@ -188,11 +189,11 @@ class _Request:
             span.set_attribute(HTTP_ROUTE, route)
             # The route is only known once the framework has routed the request.
             span.update_name(f"{self.method_name} {route}")
-        failed = exc is not None and not _is_cancellation(exc)
+        failed = exc is not None and not is_cancellation(exc)
         if exc is not None:
             if failed:
                 span.set_attribute(ERROR_TYPE, exception_type(exc))
-            span._note_exception(exc)  # an error event and status, or the cancelled mark
+            note_exception(span, exc)  # an error event and status, or the cancelled mark
         status = self.status
         if not failed and status is not None and server_status_is_error(status):
             span.set_attribute(ERROR_TYPE, str(status))

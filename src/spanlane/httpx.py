@@ -18,7 +18,7 @@ from types import TracebackType
 
 import httpx
 
-from ._context import current_tracer_var
+from ._context import get_tracer
 from ._records import SpanKind, StatusCode
 from ._semconv import (
     DEFAULT_PORTS,
@@ -30,12 +30,12 @@ from ._semconv import (
     SERVER_PORT,
     URL_FULL,
     client_status_is_error,
-    exception_type,
     known_methods,
     method_attributes,
     protocol_version,
     redact_query,
 )
+from ._safe import exception_type
 from ._tracer import Tracer
 from .propagation import inject
 
@@ -67,7 +67,7 @@ class TracingTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the inner transport inside a CLIENT span."""
-        tracer = self.tracer if self.tracer is not None else current_tracer_var.get()
+        tracer = self.tracer if self.tracer is not None else get_tracer()
         if tracer is None:
             return await self.inner.handle_async_request(request)
         attributes: dict[str, object] = {}

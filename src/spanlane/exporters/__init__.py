@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ExportError as ExportError
 from .._exceptions import RetryableExportError as RetryableExportError
+from ._base import BaseExporter as BaseExporter
 from ._base import Exporter as Exporter
+from ._base import ExportResult as ExportResult
 from ._console import ConsoleExporter as ConsoleExporter
 from ._json import record_to_json as record_to_json
 from ._jsonl import JSONLinesExporter as JSONLinesExporter
@@ -21,8 +23,10 @@ if TYPE_CHECKING:
     from .otlp import OTLPExporter as OTLPExporter
 
 __all__ = [
+    "BaseExporter",
     "ConsoleExporter",
     "ExportError",
+    "ExportResult",
     "Exporter",
     "JSONLinesExporter",
     "MemoryExporter",
