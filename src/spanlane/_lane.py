@@ -156,14 +156,6 @@ class Lane:
         self._drop_at_door(DropReason.CLOSED if self._closed else DropReason.QUEUE_FULL)
         return False
 
-    # Named as a processor stage would name it: the lanes are the last stage of the pipeline.
-    on_end = offer_nowait
-
-    def on_start(self, record: SpanRecord) -> None:
-        """Offer a start notification, if this lane's exporter wants them."""
-        if self.wants_starts:
-            self.offer_nowait(record)
-
     @property
     def full(self) -> bool:
         """True when the stream has no room for another record (and the lane is open)."""

@@ -9,9 +9,10 @@ point a producer (or the body, after the task group) raises ``BodyError`` or can
 
 While the program runs, the interpreter keeps a *model* of every span it started: the attributes,
 drop counts and events the span must carry, computed from the same calls the program makes, and
-whether the program itself ended the span. Each lane's ``offer_nowait``/``offer`` is wrapped (on
-the instance, for this run only) to log what was offered and what was accepted into the stream,
-in order, with a snapshot of each record's attributes at the moment it was offered.
+whether the program itself ended the span. The lanes' door, ``Lane.offer_nowait`` and
+``Lane.count_at_door``, is wrapped (on the class, for this run only) to log what each lane was
+offered and what it accepted into its stream, in order, with a snapshot of each record's
+attributes at the moment it was offered, and what it counted at the door without a record.
 
 The result, an :class:`Outcome`, holds everything the property checks in ``properties.py`` need:
 the model, per lane the offer log, what the exporter received batch by batch, the fault actually
@@ -26,6 +27,7 @@ import enum
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -35,10 +37,19 @@ import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
-from spanlane import LaneStats, Span, SpanContext, SpanLimits, SpanRecord, Stats, open_tracer
+from spanlane import (
+    DropReason,
+    LaneStats,
+    Span,
+    SpanContext,
+    SpanLimits,
+    SpanRecord,
+    Stats,
+    open_tracer,
+)
 from spanlane._attributes import coerce_attributes, coerce_value
 from spanlane._lane import Lane
-from spanlane._tracer import Tracer, lanes_of
+from spanlane._tracer import Tracer
 from spanlane.exporters import MemoryExporter
 from spanlane.exporters._base import Exporter
 from spanlane.testing import Fault, FaultKind, FaultyExporter
@@ -244,6 +255,9 @@ class LaneLog:
     accepted: list[SpanRecord] = attrs.Factory(list)
     #: ``snapshot(record)`` taken when each record was offered, by ``id(record)``.
     at_offer: dict[int, object] = attrs.Factory(dict)
+    #: Records counted at the door without being built (spans still open past the drain
+    #: deadline), by reason.
+    bulk: Counter[DropReason] = attrs.Factory(Counter)
 
 
 def normalize(value: object) -> object:
@@ -269,31 +283,36 @@ def snapshot(record: SpanRecord) -> object:
     )
 
 
-def spy_on(lane: Lane, log: LaneLog) -> None:
-    """Log what ``lane`` is offered and accepts; wraps the instance's methods for this run."""
-    offer_nowait = lane.offer_nowait
-    offer = lane.offer
+@contextmanager
+def spying_on_lanes(logs: Mapping[str, LaneLog]) -> Iterator[None]:
+    """Log what each lane (by name) is offered and accepts, for the duration of the block."""
+    offer_nowait = Lane.offer_nowait
+    count_at_door = Lane.count_at_door
 
-    def spying_offer_nowait(record: SpanRecord) -> bool:
+    def spying_offer_nowait(lane: Lane, record: SpanRecord) -> bool:
+        log = logs.get(lane.name)
+        if log is None:
+            return offer_nowait(lane, record)
         log.offered.append(record)
         log.at_offer[id(record)] = snapshot(record)
-        accepted = offer_nowait(record)
+        accepted = offer_nowait(lane, record)
         if accepted:
             log.accepted.append(record)
         return accepted
 
-    async def spying_offer(record: SpanRecord, deadline: float) -> bool:
-        log.offered.append(record)
-        log.at_offer[id(record)] = snapshot(record)
-        # Nothing runs between the record entering the stream and offer() returning, so the
-        # accepted log keeps the stream's order.
-        accepted = await offer(record, deadline)
-        if accepted:
-            log.accepted.append(record)
-        return accepted
+    def spying_count_at_door(lane: Lane, reason: DropReason, count: int) -> None:
+        log = logs.get(lane.name)
+        if log is not None:
+            log.bulk[reason] += count
+        count_at_door(lane, reason, count)
 
-    lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign]
-    lane.offer = spying_offer  # type: ignore[method-assign]
+    Lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign]
+    Lane.count_at_door = spying_count_at_door  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Lane.offer_nowait = offer_nowait  # type: ignore[method-assign]
+        Lane.count_at_door = count_at_door  # type: ignore[method-assign]
 
 
 # --- the outcome -----------------------------------------------------------------------------
@@ -404,9 +423,7 @@ class _Run:
 
     async def main(self) -> None:
         # Built inside the event loop: a tracer may hold backend objects from the start.
-        self._tracer = open_tracer(*self.exporters, **self.case.config.options())  # type: ignore[arg-type]
-        for lane, log in zip(lanes_of(self.tracer), self.logs, strict=True):
-            spy_on(lane, log)
+        self._tracer = open_tracer(*self.exporters, **self.case.config.options())
         with anyio.CancelScope() as self.scope:
             try:
                 async with self.tracer:
@@ -664,7 +681,8 @@ def run_case(case: Case, backend: Backend) -> Outcome:
     """
     run = _Run(case)
     escaped: BaseException | None = None
-    with quiet_spanlane_logger() as handler:
+    logs = {faulty.name: log for faulty, log in zip(run.faulty, run.logs, strict=True)}
+    with quiet_spanlane_logger() as handler, spying_on_lanes(logs):
         try:
             anyio.run(run.main, backend=backend)
         except (KeyboardInterrupt, SystemExit):

@@ -12,8 +12,10 @@ counterexample.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 from types import MappingProxyType, TracebackType
+from typing import Any
 
 import anyio
 import pytest
@@ -25,6 +27,7 @@ from hypothesis.errors import FlakyFailure
 import spanlane._tracer
 from spanlane import DropReason, RetryableExportError, Span, SpanRecord, Tracer
 from spanlane._lane import Lane
+from spanlane._span import seal
 from strategies import Case, cases, deterministic_cases
 
 from .interpreter import BACKENDS, Backend, Outcome, run_case
@@ -210,22 +213,23 @@ class CountsFailedBatchAsExported(Lane):
             super()._settle_dropped(count, reason, detail)
 
 
-def _start_record_sharing_attributes(self: Span) -> SpanRecord:
-    """Span._start_record that wraps the live attribute dict instead of copying it, so later
-    set_attribute() calls show through the start record an exporter already holds."""
-    record = _original_start_record(self)
-    live = getattr(self, "_attributes", None)
-    if live:
+def _start_record_sharing_attributes(span: Span) -> SpanRecord:
+    """The tracer's start_record() that wraps the live attribute dict instead of copying it, so
+    later set_attribute() calls show through the start record an exporter already holds."""
+    record = _original_start_record(span)
+    live = span._rec.attributes
+    if type(live) is dict and live:
         object.__setattr__(record, "attributes", MappingProxyType(live))
     return record
 
 
-_original_start_record = Span._start_record
+_original_start_record = spanlane._tracer.start_record
 
 
-def _end_unfinished_unmarked(self: Span) -> SpanRecord | None:
-    """Span._end_unfinished that forgets the ``spanlane.unfinished`` mark."""
-    return self._finish(None)
+def _seal_unfinished_unmarked(rec: Any) -> SpanRecord:
+    """The tracer's seal_unfinished() that forgets the ``spanlane.unfinished`` mark."""
+    rec.end_time_ns = time.time_ns()
+    return seal(rec)
 
 
 _original_aexit = Tracer.__aexit__
@@ -290,12 +294,12 @@ def test_counting_a_failed_batch_as_exported_is_caught(
 def test_a_start_record_sharing_live_attributes_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(Span, "_start_record", _start_record_sharing_attributes)
+    monkeypatch.setattr(spanlane._tracer, "start_record", _start_record_sharing_attributes)
     _assert_caught(hunt(cases(), on("asyncio", check_integrity)), "integrity")
 
 
 def test_forgetting_the_unfinished_mark_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Span, "_end_unfinished", _end_unfinished_unmarked)
+    monkeypatch.setattr(spanlane._tracer, "seal_unfinished", _seal_unfinished_unmarked)
     _assert_caught(hunt(cases(), on("trio", check_drain_or_cancel)), "drain-or-cancel")
 
 
