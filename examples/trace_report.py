@@ -2,8 +2,10 @@
 
     python examples/trace_report.py spans/*.jsonl
 
-The examples use it to show that one trace crossed their two processes: each file is one
-service's output, so a trace with spans from two files crossed a process boundary.
+Every line names the service that wrote it (``resource["service.name"]``), so the files can be
+given in any number and any grouping, even concatenated into one. The examples use it to show
+that one trace crossed their two processes: a trace with spans from two services crossed a
+process boundary.
 """
 
 from __future__ import annotations
@@ -16,8 +18,19 @@ from pathlib import Path
 from typing import Any
 
 
+def service_of(record: dict[str, Any], default: str) -> str:
+    """The ``service.name`` of the resource a line carries, or ``default`` if it has none."""
+    name = (record.get("resource") or {}).get("service.name")
+    return name if isinstance(name, str) and name else default
+
+
 def load_spans(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """Every span of every file, each tagged with ``"service"`` (the file's stem)."""
+    """Every span of every file, each tagged with ``"service"``.
+
+    The service is the line's ``resource["service.name"]``; lines without one (written before
+    the lines carried their resource, or by a tracer without a service name) get the file's
+    stem instead.
+    """
     spans: list[dict[str, Any]] = []
     for path in map(Path, paths):
         if not path.exists():
@@ -26,9 +39,17 @@ def load_spans(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
             if line.strip():
                 record = json.loads(line)
                 if record.get("end_time_ns") is not None:
-                    record["service"] = path.stem
+                    record["service"] = service_of(record, default=path.stem)
                     spans.append(record)
     return spans
+
+
+def by_service(spans: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Spans grouped by the service that wrote them, services in order of first appearance."""
+    grouped: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for span in spans:
+        grouped[span["service"]].append(span)
+    return dict(grouped)
 
 
 def traces(spans: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -82,8 +103,11 @@ def crosses_processes(spans: Sequence[dict[str, Any]]) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     paths = list(sys.argv[1:] if argv is None else argv)
-    for trace_id, spans in traces(load_spans(paths)).items():
-        print(render(trace_id, spans))
+    spans = load_spans(paths)
+    for trace_id, trace in traces(spans).items():
+        print(render(trace_id, trace))
+    counts = ", ".join(f"{name}: {len(group)}" for name, group in by_service(spans).items())
+    print(f"spans by service: {counts or 'none'}")
     return 0
 
 

@@ -6,13 +6,14 @@ hypercorn serves on both backends; uvicorn (and the FastAPI example) on asyncio 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -39,9 +40,13 @@ from spanlane.asgi import (
     TracingMiddleware,
     lifespan,
 )
-from spanlane.exporters import MemoryExporter
+from spanlane.exporters import JSONLinesExporter, MemoryExporter
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 SPAN_ID = 0x00F067AA0BA902B7
@@ -684,3 +689,75 @@ async def test_tracer_entered_in_a_cancelled_scope_leaves_promptly() -> None:
             spanlane.span("inside").end()
             await anyio.lowlevel.checkpoint()
     assert [record.name for record in exporter.spans] == ["inside"]
+
+
+# --- the FastAPI recipe in docs/asgi.md ---------------------------------------------------------
+
+
+def fastapi_recipe() -> str:
+    """The first Python block of the "FastAPI or Starlette" section of docs/asgi.md."""
+    page = (DOCS / "asgi.md").read_text(encoding="utf-8")
+    section = page[page.index("## FastAPI or Starlette") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def add_failing_route(api: FastAPI) -> None:
+    @api.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("unhandled on purpose")
+
+
+async def serve_and_read_spans(app: Any, backend: str, path: Path) -> list[dict[str, Any]]:
+    async with serve_hypercorn(app, backend) as url, httpx.AsyncClient() as client:
+        assert (await client.get(f"{url}/items/3")).status_code == 200
+        assert (await client.get(f"{url}/boom")).status_code == 500
+    # The server has stopped: its lifespan drained the tracer into the file.
+    return read_json_lines(path)
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.anyio
+async def test_docs_fastapi_recipe_records_the_500_of_an_unhandled_exception(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("fastapi")
+    monkeypatch.chdir(tmp_path)  # the recipe writes spans.jsonl to the working directory
+    namespace: dict[str, Any] = {}
+    exec(compile(fastapi_recipe(), "docs/asgi.md", "exec"), namespace)
+    assert isinstance(namespace["app"], TracingMiddleware)
+    add_failing_route(namespace["api"])
+    spans = await serve_and_read_spans(namespace["app"], backend, tmp_path / "spans.jsonl")
+    by_name = {span["name"]: span for span in spans}
+    assert set(by_name) == {"load item", "GET /items/{item_id}", "GET /boom"}
+    assert by_name["load item"]["parent_span_id"] == by_name["GET /items/{item_id}"]["span_id"]
+    assert {span["resource"]["service.name"] for span in spans} == {"shop"}
+    failed = by_name["GET /boom"]
+    assert failed["attributes"]["http.response.status_code"] == 500
+    assert failed["status"]["code"] == "ERROR"
+    assert [event["name"] for event in failed["events"]] == ["exception"]
+
+
+@pytest.mark.anyio
+async def test_add_middleware_misses_the_500_that_starlette_sends(
+    backend: str, tmp_path: Path
+) -> None:
+    """Why the docs lead with wrapping: ServerErrorMiddleware sits outside user middleware."""
+    pytest.importorskip("fastapi")
+    from fastapi import FastAPI
+
+    path = tmp_path / "spans.jsonl"
+    api = FastAPI(lifespan=lifespan(JSONLinesExporter(path)))
+
+    @api.get("/items/{item_id}")
+    async def read_item(item_id: int) -> dict[str, int]:
+        return {"item_id": item_id}
+
+    add_failing_route(api)
+    api.add_middleware(TracingMiddleware)
+    spans = await serve_and_read_spans(api, backend, path)
+    failed = next(span for span in spans if span["name"] == "GET /boom")
+    assert failed["status"]["code"] == "ERROR"  # the exception is recorded ...
+    assert "http.response.status_code" not in failed["attributes"]  # ... the 500 is not

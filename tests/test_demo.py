@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from spanlane import DropReason
+from spanlane import DropReason, LaneStats, Stats
 from spanlane.__main__ import main
-from spanlane._demo import DemoOptions, run_demo
+from spanlane._demo import DemoOptions, export_failures, run_demo
 
 
 @pytest.mark.anyio
@@ -60,3 +60,63 @@ def test_demo_command_line_runs_to_completion(
     assert main(["demo", "--requests", "5", "--out", str(out), "--seed", "1"]) == 0
     assert "spanlane demo on asyncio: 5 requests" in capsys.readouterr().out
     assert out.exists()
+
+
+def test_demo_table_says_the_console_lane_prints_only_the_first_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], anyio_backend: str
+) -> None:
+    out = tmp_path / "cli.jsonl"
+    argv = ["demo", "--backend", anyio_backend, "--requests", "4", "--out", str(out)]
+    assert main([*argv, "--seed", "2"]) == 0
+    table = capsys.readouterr().out
+    (console_row,) = [row for row in table.splitlines() if row.startswith("ConsoleExporter")]
+    assert console_row.startswith("ConsoleExporter *")
+    assert "* the console lane counts every span it is handed as exported" in table
+    assert "prints only the first trace" in table
+    assert f"spans written to {out}\n" in table
+
+
+def test_demo_exits_1_and_names_the_lane_that_exported_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], anyio_backend: str
+) -> None:
+    out = tmp_path / "missing-directory" / "spans.jsonl"
+    argv = ["demo", "--backend", anyio_backend, "--requests", "5", "--out", str(out)]
+    assert main([*argv, "--seed", "3", "--export-fail-rate", "0"]) == 1
+    captured = capsys.readouterr()
+    assert "spans written to" not in captured.out
+    assert f"no span written to {out}" in captured.out
+    (failure,) = [line for line in captured.err.splitlines() if line.startswith("spanlane demo:")]
+    offered = int(failure.split("none of its ")[1].split()[0])
+    assert offered > 0
+    assert failure == (
+        "spanlane demo: lane JSONLinesExporter(spans.jsonl) exported none of its "
+        f"{offered} records ({offered} export_failed)"
+    )
+
+
+def test_export_failures_ignore_lanes_that_exported_something() -> None:
+    def lane(name: str, offered: int, exported: int, **dropped: int) -> LaneStats:
+        return LaneStats(
+            exporter=name,
+            offered=offered,
+            exported=exported,
+            queued=0,
+            in_flight=0,
+            dropped={DropReason[reason.upper()]: count for reason, count in dropped.items()},
+            retries=0,
+            batches=1,
+            high_water=0,
+        )
+
+    stats = Stats(
+        spans_started=10,
+        spans_ended=10,
+        lanes=(
+            lane("file", 10, 0, export_failed=4, retries_exhausted=6),
+            lane("partly", 10, 3, queue_full=7),
+            lane("idle", 0, 0),
+        ),
+    )
+    assert export_failures(stats) == [
+        "lane file exported none of its 10 records (4 export_failed, 6 retries_exhausted)"
+    ]

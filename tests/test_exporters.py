@@ -5,12 +5,24 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
-from spanlane import SpanContext, SpanKind, SpanRecord, StatusCode, open_tracer
+from spanlane import (
+    DropReason,
+    InstrumentationScope,
+    Resource,
+    SpanContext,
+    SpanKind,
+    SpanRecord,
+    StatusCode,
+    __version__,
+    open_tracer,
+)
 from spanlane.exporters import (
     ConsoleExporter,
     Exporter,
@@ -38,6 +50,8 @@ JSON_KEYS = {
     "dropped_attributes",
     "dropped_events",
     "dropped_links",
+    "resource",
+    "scope",
 }
 
 
@@ -162,6 +176,92 @@ async def test_jsonl_writes_start_notifications_with_null_end(tmp_path: Path) ->
     start, end = _read_lines(path)
     assert start["end_time_ns"] is None
     assert isinstance(end["end_time_ns"], int)
+
+
+async def test_jsonl_lines_carry_the_resource_and_the_scope(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    async with open_tracer(
+        JSONLinesExporter(path),
+        service_name="checkout",
+        resource_attributes={"deployment.environment": "test", "host.cores": 2},
+    ) as tracer:
+        with tracer.span("outer"), tracer.span("inner"):
+            pass
+    for line in _read_lines(path):
+        assert line["resource"]["service.name"] == "checkout"
+        assert line["resource"]["deployment.environment"] == "test"
+        assert line["resource"]["host.cores"] == 2
+        assert line["scope"] == {"name": "spanlane", "version": __version__}
+
+
+async def test_record_to_json_writes_a_custom_resource_and_scope() -> None:
+    record = attrs.evolve(
+        _record("r", 1),
+        resource=Resource({"service.name": "billing", "weights": (0.5, float("nan"))}),
+        scope=InstrumentationScope(name="billing.db", version=None),
+    )
+    line = record_to_json(record)
+    assert line["resource"] == {"service.name": "billing", "weights": [0.5, "NaN"]}
+    assert line["scope"] == {"name": "billing.db", "version": None}
+
+
+async def test_jsonl_lone_surrogates_are_replaced_and_the_batch_is_written(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    exporter = JSONLinesExporter(path)
+    poisoned = attrs.evolve(
+        _record("bad \ud800 name", 2),
+        attributes={"key \udfff": "value \ud83d", "fine": "ünïcode"},
+    )
+    batch = [_record("first", 1), poisoned, _record("last", 3)]
+    assert await exporter.export(batch) == 0
+    await exporter.aclose()
+    first, sanitised, last = _read_lines(path)
+    assert (first["name"], last["name"]) == ("first", "last")
+    assert sanitised["name"] == "bad \ufffd name"
+    assert sanitised["attributes"] == {"key \ufffd": "value \ufffd", "fine": "ünïcode"}
+    assert exporter.lines_written == 3
+
+
+async def test_jsonl_record_that_cannot_be_encoded_is_left_out_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spans.jsonl"
+    exporter = JSONLinesExporter(path)
+    # Attributes are coerced when a span sets them, so only a hand-built record can hold this.
+    unencodable = attrs.evolve(_record("opaque", 2), attributes={"object": object()})  # type: ignore[dict-item]
+    batch = [_record("first", 1), unencodable, _record("last", 3)]
+    assert await exporter.export(batch) == 1
+    await exporter.aclose()
+    assert [line["name"] for line in _read_lines(path)] == ["first", "last"]
+    assert exporter.lines_written == 2
+    assert "left out 1 record(s)" in caplog.text
+    assert "TypeError" in caplog.text
+
+
+async def test_lane_counts_a_left_out_record_as_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    jsonl = JSONLinesExporter(path)
+
+    class Poisoning:
+        """Swaps one record of each batch for an unencodable copy before writing it."""
+
+        name = "poisoning"
+
+        async def export(self, batch: Sequence[SpanRecord]) -> int:
+            bad = attrs.evolve(batch[0], attributes={"object": object()})  # type: ignore[dict-item]
+            return await jsonl.export([bad, *batch[1:]])
+
+    async with open_tracer(Poisoning(), max_batch_size=3, flush_interval=3600) as tracer:
+        for name in ("a", "b", "c"):
+            with tracer.span(name):
+                pass
+    await jsonl.aclose()
+    (lane,) = tracer.stats().lanes
+    assert (lane.offered, lane.exported) == (3, 2)
+    assert lane.dropped.get(DropReason.REJECTED) == 1
+    assert [line["name"] for line in _read_lines(path)] == ["b", "c"]
 
 
 async def test_record_to_json_is_json_serialisable() -> None:

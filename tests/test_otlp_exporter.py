@@ -385,3 +385,16 @@ async def test_records_of_every_kind_are_accepted(receiver: OTLPReceiver) -> Non
     async with contextlib.aclosing(OTLPExporter(receiver.url)) as exporter:
         assert await exporter.export(batch) == 0
     assert [span.kind for span in receiver.spans] == [int(kind) for kind in SpanKind]
+
+
+# --- without the otlp extra ---------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("without_httpx")
+async def test_import_without_httpx_names_the_extra_to_install() -> None:
+    with pytest.raises(ModuleNotFoundError) as caught:
+        from spanlane.exporters import OTLPExporter  # noqa: F401
+    assert 'pip install "spanlane[otlp]"' in str(caught.value)
+    assert caught.value.name == "httpx"
+    assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+    assert caught.value.__cause__.name == "httpx"

@@ -37,6 +37,12 @@ class DemoOptions:
     latency_scale: float = 1.0
 
 
+#: Traces the demo's console lane prints; it takes (and counts as exported) every other span too.
+CONSOLE_TRACES = 1
+#: Positions of the file lane and the console lane among the demo's lanes (see _exporters).
+FILE_LANE, CONSOLE_LANE = 0, 1
+
+
 class DownstreamError(Exception):
     """A simulated failure of the downstream service."""
 
@@ -117,7 +123,8 @@ def _exporters(options: DemoOptions, rng: random.Random) -> list[Exporter]:
         flaky = FaultyExporter(jsonl, hiccup)
         flaky.name = jsonl_file.name
         jsonl = flaky
-    exporters: list[Exporter] = [jsonl, ConsoleExporter(max_traces=1)]
+    # print_summary finds the lanes by these positions.
+    exporters: list[Exporter] = [jsonl, ConsoleExporter(max_traces=CONSOLE_TRACES)]
     if options.otlp:
         from .exporters.otlp import OTLPExporter
 
@@ -189,7 +196,7 @@ async def run_demo(options: DemoOptions, stream: TextIO | None = None) -> Stats:
 def print_summary(
     stats: Stats, options: DemoOptions, elapsed: float, hot_path_ns: float, stream: TextIO
 ) -> None:
-    """Print the closing table: one row per lane, then the hot-path cost."""
+    """Print the closing table: one row per lane, then the hot-path cost and where spans went."""
     reasons = [
         reason for reason in DropReason if any(lane.dropped.get(reason) for lane in stats.lanes)
     ]
@@ -198,14 +205,14 @@ def print_summary(
     ]
     rows = [
         [
-            lane.exporter,
+            lane.exporter + (" *" if index == CONSOLE_LANE else ""),
             str(lane.offered),
             str(lane.exported),
             str(lane.batches),
             str(lane.retries),
             *(str(lane.dropped.get(reason, 0)) for reason in reasons),
         ]
-        for lane in stats.lanes
+        for index, lane in enumerate(stats.lanes)
     ]
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
 
@@ -225,6 +232,11 @@ def print_summary(
     write(line(["-" * w for w in widths]) + "\n")
     for row in rows:
         write(line(row) + "\n")
+    first = "trace" if CONSOLE_TRACES == 1 else f"{CONSOLE_TRACES} traces"
+    write(
+        "* the console lane counts every span it is handed as exported, "
+        f"but prints only the first {first}\n"
+    )
     total_dropped = sum(stats.dropped.values())
     write(f"\ndropped in all: {total_dropped}")
     write(" (every drop is counted by reason above)\n" if total_dropped else "\n")
@@ -232,14 +244,58 @@ def print_summary(
         f"hot-path cost: {hot_path_ns / 1000:.2f} µs per span "
         "(`with tracer.span(...)`, drain included)\n"
     )
-    write(f"spans written to {options.out}\n")
+    file_lane = stats.lanes[FILE_LANE]
+    if file_lane.exported == file_lane.offered:
+        write(f"spans written to {options.out}\n")
+    elif file_lane.exported:
+        write(f"{file_lane.exported} of {file_lane.offered} spans written to {options.out}\n")
+    else:
+        write(f"no span written to {options.out}\n")
+
+
+def export_failures(stats: Stats) -> list[str]:
+    """One sentence per lane that was offered records and exported none of them.
+
+    Args:
+        stats: the tracer's statistics after the demo.
+
+    Returns:
+        For each such lane: its name, how many records it lost and why, e.g.
+        ``"lane JSONLinesExporter(x.jsonl) exported none of its 79 records (79 export_failed)"``.
+        Empty when every lane exported something.
+    """
+    failures = []
+    for lane in stats.lanes:
+        if lane.offered and not lane.exported:
+            reasons = ", ".join(
+                f"{count} {reason.value}" for reason, count in lane.dropped.items() if count
+            )
+            failures.append(
+                f"lane {lane.exporter} exported none of its {lane.offered} records"
+                + (f" ({reasons})" if reasons else "")
+            )
+    return failures
 
 
 def demo_main(options: DemoOptions) -> int:
-    """Run the demo on the chosen backend; the process exit status."""
+    """Run the demo on the chosen backend and report any lane that exported nothing.
+
+    Args:
+        options: the demo's knobs.
+
+    Returns:
+        The process exit status: 0, or 1 when a lane was offered records and exported none of
+        them (each such lane is named on standard error with its drops by reason).
+
+    Raises:
+        ValueError: for an option out of range.
+    """
     if options.requests < 0 or options.concurrency < 1:
         raise ValueError("--requests must be >= 0 and --concurrency >= 1")
     if not (0.0 <= options.fail_rate <= 1.0) or not math.isfinite(options.fail_rate):
         raise ValueError("--fail-rate must be between 0 and 1")
-    anyio.run(run_demo, options, backend=options.backend)
-    return 0
+    stats = anyio.run(run_demo, options, backend=options.backend)
+    failures = export_failures(stats)
+    for failure in failures:
+        print(f"spanlane demo: {failure}", file=sys.stderr)
+    return 1 if failures else 0

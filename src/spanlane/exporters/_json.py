@@ -25,7 +25,21 @@ def json_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:
 
 
 def record_to_json(record: SpanRecord) -> dict[str, Any]:
-    """The JSON-lines form of a record: ids as lowercase hex, enums by name."""
+    """The JSON-lines form of a record: ids as lowercase hex, enums by name.
+
+    Each record carries its own resource and instrumentation scope, so that every line of a
+    JSON-lines file stands alone (files from several services can be merged and still told
+    apart): ``"resource"`` is the resource's attributes (``service.name`` among them) and
+    ``"scope"`` is ``{"name": ..., "version": ...}``. The keys are described in
+    ``docs/guide.md`` ("The JSON-lines format").
+
+    Args:
+        record: the record to convert.
+
+    Returns:
+        A dict of JSON-safe values (tuples become lists, non-finite floats the strings
+        ``"NaN"``, ``"Infinity"`` and ``"-Infinity"``), ready for :func:`json.dumps`.
+    """
     return {
         "name": record.name,
         "trace_id": format_trace_id(record.trace_id),
@@ -57,4 +71,6 @@ def record_to_json(record: SpanRecord) -> dict[str, Any]:
         "dropped_attributes": record.dropped_attributes,
         "dropped_events": record.dropped_events,
         "dropped_links": record.dropped_links,
+        "resource": json_attributes(record.resource.attributes),
+        "scope": {"name": record.scope.name, "version": record.scope.version},
     }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import IO
 
@@ -12,13 +14,45 @@ import anyio.to_thread
 from .._records import SpanRecord
 from ._json import record_to_json
 
+logger = logging.getLogger("spanlane")
+
+#: Surrogate code points: a ``str`` holds them only unpaired, and UTF-8 cannot encode them.
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def encode_line(record: SpanRecord) -> bytes:
+    """One record as one line of compact UTF-8 JSON, ending in ``\\n``.
+
+    A lone surrogate anywhere in the record (a span name, an attribute key or a string value,
+    say from a badly decoded file name) is replaced by U+FFFD, so the record is still written.
+
+    Raises:
+        Exception: whatever :func:`json.dumps` raises for a value it cannot encode.
+    """
+    text = json.dumps(record_to_json(record), separators=(",", ":"), ensure_ascii=False)
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        data = _SURROGATES.sub("\ufffd", text).encode("utf-8")
+    return data + b"\n"
+
 
 class JSONLinesExporter:
-    """Appends each record as one line of JSON (see :func:`record_to_json` for the keys).
+    """Appends each record as one line of JSON, in UTF-8.
 
-    The file is opened on the first export, in append mode, and every batch is written and
-    flushed in a worker thread, so file I/O and JSON encoding never block the event loop. Batches
-    are written whole, in order; ``aclose()`` closes the file.
+    Each line is the object :func:`record_to_json` returns, written compactly: the span's name,
+    ids (lowercase hex), kind, times (nanoseconds since the Unix epoch), attributes, events,
+    links, status and drop counts, plus ``"resource"`` (the resource's attributes, so
+    ``service.name`` is on every line) and ``"scope"`` (``{"name": ..., "version": ...}``).
+    ``docs/guide.md`` describes every key.
+
+    The file is opened on the first export, in append mode, and every batch is encoded, written
+    and flushed in a worker thread, so file I/O and JSON encoding never block the event loop.
+    Each batch is appended with one write, its records in order. Records are encoded one at a
+    time, so one bad record cannot sink its batch: lone surrogates in strings are replaced by
+    U+FFFD, and a record that still cannot be encoded is left out, logged, and counted by the
+    lane as ``DropReason.REJECTED`` (``export()`` returns how many were left out). ``aclose()``
+    closes the file.
 
     Args:
         path: the file to append to; parent directories must exist.
@@ -33,28 +67,45 @@ class JSONLinesExporter:
         self.wants_starts = wants_starts
         self.fsync = fsync
         self.name = f"JSONLinesExporter({os.path.basename(self.path)})"
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self.lines_written = 0
 
     def __repr__(self) -> str:
         return f"<JSONLinesExporter path={self.path!r}>"
 
-    async def export(self, batch: Sequence[SpanRecord]) -> None:
-        """Encode and append a batch in a worker thread."""
-        await anyio.to_thread.run_sync(self._write, batch)
+    async def export(self, batch: Sequence[SpanRecord]) -> int:
+        """Encode and append a batch in a worker thread.
 
-    def _write(self, batch: Sequence[SpanRecord]) -> None:
-        text = "".join(
-            json.dumps(record_to_json(record), separators=(",", ":"), ensure_ascii=False) + "\n"
-            for record in batch
-        )
+        Returns:
+            How many records of the batch could not be encoded and were left out (usually 0).
+        """
+        return await anyio.to_thread.run_sync(self._write, batch)
+
+    def _write(self, batch: Sequence[SpanRecord]) -> int:
+        lines: list[bytes] = []
+        first_error: Exception | None = None
+        for record in batch:
+            try:
+                lines.append(encode_line(record))
+            except Exception as exc:  # anything json cannot encode costs this record only
+                first_error = first_error or exc
+        skipped = len(batch) - len(lines)
+        if first_error is not None:
+            logger.warning(
+                "%s: left out %d record(s) that could not be encoded as JSON (first: %s: %s)",
+                self.name,
+                skipped,
+                type(first_error).__name__,
+                first_error,
+            )
         if self._file is None:
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by aclose
-        self._file.write(text)
+            self._file = open(self.path, "ab")  # noqa: SIM115 - closed by aclose
+        self._file.write(b"".join(lines))
         self._file.flush()
         if self.fsync:
             os.fsync(self._file.fileno())
-        self.lines_written += len(batch)
+        self.lines_written += len(lines)
+        return skipped
 
     async def aclose(self) -> None:
         """Close the file (in a worker thread)."""

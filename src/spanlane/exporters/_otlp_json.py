@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._records import Event, InstrumentationScope, Link, Resource, SpanRecord
+from .._records import Event, InstrumentationScope, Link, Resource, SpanRecord, clean_flags
 
 __all__ = [
     "CONTENT_TYPE",
@@ -34,8 +34,10 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
 # See _otlp_proto: a recorded span is sampled (bit 0); bit 8 says bit 9 (remote parent) is known.
-_FLAGS_LOCAL = 0x101
-_FLAGS_REMOTE = 0x301
+# Span flags: the record's W3C trace flags in bits 0-7, bit 8 "bit 9 is meaningful", bit 9
+# "the parent was remote".
+_HAS_IS_REMOTE = 0x100
+_IS_REMOTE = 0x200
 
 # Compact separators keep requests small. Non-ASCII text is written as UTF-8 rather than \u
 # escapes: an escaped lone surrogate would be valid JSON that every OTLP receiver rejects, while
@@ -104,7 +106,7 @@ def _event(event: Event) -> dict[str, Any]:
 
 def _link(link: Link) -> dict[str, Any]:
     context = link.context
-    flags = (context.trace_flags & 0xFF) | 0x100 | (0x200 if context.is_remote else 0)
+    flags = clean_flags(context.trace_flags) | _HAS_IS_REMOTE | (_IS_REMOTE if context.is_remote else 0)
     out: dict[str, Any] = {
         "traceId": f"{context.trace_id:032x}",
         "spanId": f"{context.span_id:016x}",
@@ -124,7 +126,9 @@ def encode_span(record: SpanRecord) -> bytes:
     span: dict[str, Any] = {
         "traceId": f"{record.trace_id:032x}",
         "spanId": f"{record.span_id:016x}",
-        "flags": _FLAGS_REMOTE if record.parent_is_remote else _FLAGS_LOCAL,
+        "flags": (record.trace_flags & 0xFF)
+        | _HAS_IS_REMOTE
+        | (_IS_REMOTE if record.parent_is_remote else 0),
         "name": record.name,
         "kind": int(record.kind),
         "startTimeUnixNano": str(record.start_time_ns),

@@ -17,7 +17,15 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .._records import Event, InstrumentationScope, Link, Resource, SpanRecord, Status
+from .._records import (
+    Event,
+    InstrumentationScope,
+    Link,
+    Resource,
+    SpanRecord,
+    Status,
+    clean_flags,
+)
 
 __all__ = [
     "CONTENT_TYPE",
@@ -43,13 +51,10 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _UINT64 = 2**64
 
-# Span flags (trace.proto, SpanFlags): bits 0-7 carry the W3C trace flags; bit 8 says bit 9 is
-# meaningful; bit 9 says the parent was remote. A recorded spanlane span is always sampled.
-_SAMPLED = 0x01
+# Span flags (trace.proto, SpanFlags): bits 0-7 carry the W3C trace flags (the record's own);
+# bit 8 says bit 9 is meaningful; bit 9 says the parent was remote.
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-_FLAGS_LOCAL = _SAMPLED | _HAS_IS_REMOTE
-_FLAGS_REMOTE = _SAMPLED | _HAS_IS_REMOTE | _IS_REMOTE
 # kind, start, end and flags in one call: tag bytes and values, little-endian as protobuf wants.
 _pack_fixed_fields = struct.Struct("<BBBQBQBBI").pack
 
@@ -215,7 +220,7 @@ def _link_field(link: Link) -> bytes:
     # Link: trace_id = 1, span_id = 2, trace_state = 3, attributes = 4,
     # dropped_attributes_count = 5, flags = 6 (fixed32).
     context = link.context
-    flags = (context.trace_flags & 0xFF) | _HAS_IS_REMOTE
+    flags = clean_flags(context.trace_flags) | _HAS_IS_REMOTE
     if context.is_remote:
         flags |= _IS_REMOTE
     parts = [
@@ -267,7 +272,8 @@ def encode_span(record: SpanRecord) -> bytes:
             record.end_time_ns or 0,
             0x85,  # flags = 16 (fixed32): a two-byte tag
             0x01,
-            _FLAGS_REMOTE if record.parent_is_remote else _FLAGS_LOCAL,
+            (record.trace_flags & 0xFF)
+            | (_HAS_IS_REMOTE | _IS_REMOTE if record.parent_is_remote else _HAS_IS_REMOTE),
         ),
     ]
     if record.parent_span_id is not None:

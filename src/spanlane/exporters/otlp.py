@@ -18,7 +18,6 @@ from datetime import timezone
 from typing import Final, Literal
 
 import anyio
-import httpx
 
 from .._exceptions import ExportError, RetryableExportError
 from .._records import SpanRecord
@@ -26,6 +25,15 @@ from .._version import __version__
 from . import _otlp_proto
 from ._otlp_config import OTLPConfig, redact_url, resolve_config
 from ._otlp_encode import JSON, PROTOBUF, Part, encode_batch
+
+# httpx comes with the otlp extra; say so rather than fail with a bare ModuleNotFoundError.
+try:
+    import httpx
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        'OTLPExporter needs httpx, which the otlp extra installs: pip install "spanlane[otlp]"',
+        name=exc.name,
+    ) from exc
 
 __all__ = ["OTLPExporter"]
 
