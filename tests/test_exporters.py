@@ -240,7 +240,7 @@ async def test_jsonl_record_that_cannot_be_encoded_is_left_out_and_counted(
     assert "TypeError" in caplog.text
 
 
-async def test_lane_counts_a_left_out_record_as_rejected(tmp_path: Path) -> None:
+async def test_lane_counts_a_left_out_record_as_unencodable(tmp_path: Path) -> None:
     path = tmp_path / "spans.jsonl"
     jsonl = JSONLinesExporter(path)
 
@@ -260,7 +260,7 @@ async def test_lane_counts_a_left_out_record_as_rejected(tmp_path: Path) -> None
     await jsonl.aclose()
     (lane,) = tracer.stats().lanes
     assert (lane.offered, lane.exported) == (3, 2)
-    assert lane.dropped.get(DropReason.REJECTED) == 1
+    assert lane.dropped.get(DropReason.UNENCODABLE) == 1
     assert [line["name"] for line in _read_lines(path)] == ["b", "c"]
 
 

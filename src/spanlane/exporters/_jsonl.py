@@ -12,6 +12,7 @@ from typing import IO
 import anyio.to_thread
 
 from .._records import SpanRecord
+from ._base import ExportResult
 from ._json import record_to_json
 
 logger = logging.getLogger("spanlane")
@@ -51,7 +52,7 @@ class JSONLinesExporter:
     Each batch is appended with one write, its records in order. Records are encoded one at a
     time, so one bad record cannot sink its batch: lone surrogates in strings are replaced by
     U+FFFD, and a record that still cannot be encoded is left out, logged, and counted by the
-    lane as ``DropReason.REJECTED`` (``export()`` returns how many were left out). ``aclose()``
+    lane as ``DropReason.UNENCODABLE`` (``export()`` returns how many were left out). ``aclose()``
     closes the file.
 
     Args:
@@ -73,13 +74,14 @@ class JSONLinesExporter:
     def __repr__(self) -> str:
         return f"<JSONLinesExporter path={self.path!r}>"
 
-    async def export(self, batch: Sequence[SpanRecord]) -> int:
+    async def export(self, batch: Sequence[SpanRecord]) -> ExportResult | None:
         """Encode and append a batch in a worker thread.
 
         Returns:
             How many records of the batch could not be encoded and were left out (usually 0).
         """
-        return await anyio.to_thread.run_sync(self._write, batch)
+        skipped = await anyio.to_thread.run_sync(self._write, batch)
+        return ExportResult(unencodable=skipped) if skipped else None
 
     def _write(self, batch: Sequence[SpanRecord]) -> int:
         lines: list[bytes] = []
