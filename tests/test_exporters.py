@@ -24,6 +24,7 @@ from spanlane import (
     open_tracer,
 )
 from spanlane.exporters import (
+    ExportResult,
     ConsoleExporter,
     Exporter,
     JSONLinesExporter,
@@ -215,7 +216,7 @@ async def test_jsonl_lone_surrogates_are_replaced_and_the_batch_is_written(
         attributes={"key \udfff": "value \ud83d", "fine": "ünïcode"},
     )
     batch = [_record("first", 1), poisoned, _record("last", 3)]
-    assert await exporter.export(batch) == 0
+    assert await exporter.export(batch) is None
     await exporter.aclose()
     first, sanitised, last = _read_lines(path)
     assert (first["name"], last["name"]) == ("first", "last")
@@ -232,7 +233,7 @@ async def test_jsonl_record_that_cannot_be_encoded_is_left_out_and_counted(
     # Attributes are coerced when a span sets them, so only a hand-built record can hold this.
     unencodable = attrs.evolve(_record("opaque", 2), attributes={"object": object()})  # type: ignore[dict-item]
     batch = [_record("first", 1), unencodable, _record("last", 3)]
-    assert await exporter.export(batch) == 1
+    assert await exporter.export(batch) == ExportResult(unencodable=1)
     await exporter.aclose()
     assert [line["name"] for line in _read_lines(path)] == ["first", "last"]
     assert exporter.lines_written == 2

@@ -61,7 +61,10 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    value = float(value)
+    try:
+        value = float(value)
+    except (OverflowError, ValueError):  # an int too large for a float, a hostile __float__
+        return None
     return value if math.isfinite(value) and value >= 0 else None
 
 
@@ -348,7 +351,15 @@ class Lane:
                 end_of_stream = self._fill(batch)
             # Records arriving from now on will have waited at most since the export started.
             since = time.monotonic()
-            await self._export(batch)
+            try:
+                await self._export(batch)
+            except Exception as exc:
+                # A bug in spanlane's own bookkeeping around the export: the batch is lost
+                # (and counted), the lane is not.
+                logger.error("spanlane lane %r: export step failed", self.name, exc_info=exc)
+                if batch:
+                    self._settle_dropped(len(batch), DropReason.EXPORT_FAILED, _describe(exc))
+                    batch.clear()
             if end_of_stream:
                 return
             # Always yield between batches: an exporter that never awaits (and records arriving
@@ -426,14 +437,17 @@ class Lane:
                     break
                 else:
                     outcome = None
+                    # Cleared before settling, so that the worker's safety net never counts a
+                    # settled batch twice.
+                    batch.clear()
                     self._settle_exported(len(frozen), result)
                     break
         if outcome is DropReason.EXPORT_TIMEOUT and failures:
             outcome = DropReason.RETRIES_EXHAUSTED
             detail = f"{failures} failed attempts, then {detail}"
         if outcome is not None:
+            batch.clear()
             self._settle_dropped(len(frozen), outcome, detail)
-        batch.clear()
 
     def _own_cancellation(self, attempt_scope: anyio.CancelScope) -> bool:
         """True when a cancellation seen in ``export()`` is meant for this worker.

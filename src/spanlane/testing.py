@@ -74,6 +74,7 @@ class FaultKind(enum.Enum):
     DELAY = "delay"  #: sleep ``seconds``, then deliver
     HANG = "hang"  #: never return (until cancelled)
     DELIVER_THEN_FAIL = "deliver_then_fail"  #: deliver, then raise RetryableExportError
+    RAISE = "raise"  #: raise the given exception, whatever it is (nothing delivered)
 
 
 @attrs.frozen
@@ -83,6 +84,7 @@ class Fault:
     kind: FaultKind
     seconds: float = 0.0
     retry_after: float | None = None
+    error: BaseException | Callable[[], BaseException] | None = None
 
     @classmethod
     def ok(cls) -> Fault:
@@ -107,6 +109,13 @@ class Fault:
     @classmethod
     def deliver_then_fail(cls, retry_after: float | None = None) -> Fault:
         return cls(FaultKind.DELIVER_THEN_FAIL, retry_after=retry_after)
+
+    @classmethod
+    def raising(cls, error: BaseException | Callable[[], BaseException]) -> Fault:
+        """Raise ``error`` (an exception, or a function making a fresh one per call), whatever
+        its type: ``KeyboardInterrupt``, ``SystemExit``, a foreign cancellation. spanlane must
+        count the batch ``EXPORT_FAILED`` and never let it reach the application."""
+        return cls(FaultKind.RAISE, error=error)
 
 
 #: What FaultyExporter(script=...) accepts: faults in call order, or a function choosing them.
@@ -163,6 +172,9 @@ class FaultyExporter:
             )
         if kind is FaultKind.PERMANENT:
             raise ExportError("injected permanent failure")
+        if kind is FaultKind.RAISE and fault is not None and fault.error is not None:
+            error = fault.error
+            raise error if isinstance(error, BaseException) else error()
         if kind is FaultKind.HANG:
             await anyio.sleep_forever()
         if kind is FaultKind.DELAY and fault is not None:

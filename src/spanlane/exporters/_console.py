@@ -44,21 +44,38 @@ def render_trace(records: Sequence[SpanRecord]) -> str:
     by_id = {record.span_id: record for record in records}
     children: dict[int | None, list[SpanRecord]] = {}
     for record in records:
-        parent = record.parent_span_id if record.parent_span_id in by_id else None
+        parent = record.parent_span_id
+        # A span whose parent is missing, or is itself (a record built by hand), is a root.
+        if parent not in by_id or parent == record.span_id:
+            parent = None
         children.setdefault(parent, []).append(record)
     for group in children.values():
         group.sort(key=lambda record: record.start_time_ns)
     trace_id = format_trace_id(records[0].trace_id) if records else "?"
     lines = [f"trace {trace_id}"]
-
-    def walk(parent: int | None, prefix: str) -> None:
-        group = children.get(parent, [])
-        for index, record in enumerate(group):
-            last = index == len(group) - 1
-            lines.append(f"{prefix}{'└─ ' if last else '├─ '}{_label(record)}")
-            walk(record.span_id, prefix + ("   " if last else "│  "))
-
-    walk(None, "")
+    # Depth first with an explicit stack, not recursion: a chain of a thousand nested spans is
+    # legal, and would overflow Python's stack (it sank whole batches with RecursionError).
+    drawn: set[int] = set()
+    stack: list[tuple[SpanRecord, str, bool]] = [
+        (record, "", index == len(children.get(None, [])) - 1)
+        for index, record in enumerate(children.get(None, []))
+    ][::-1]
+    while stack:
+        record, prefix, last = stack.pop()
+        if record.span_id in drawn:  # a cycle of parent ids: draw each span once
+            continue
+        drawn.add(record.span_id)
+        lines.append(f"{prefix}{'└─ ' if last else '├─ '}{_label(record)}")
+        below = children.get(record.span_id, [])
+        inner = prefix + ("   " if last else "│  ")
+        stack.extend(
+            (child, inner, index == len(below) - 1) for index, child in reversed(list(enumerate(below)))
+        )
+    # Spans in a cycle of parent ids never hang from a root: draw them at the top level.
+    for record in records:
+        if record.span_id not in drawn:
+            drawn.add(record.span_id)
+            lines.append(f"└─ {_label(record)}")
     return "\n".join(lines) + "\n"
 
 
