@@ -211,7 +211,7 @@ def test_a_span_bigger_than_the_cap_is_sent_alone(codec: Codec) -> None:
 @pytest.mark.anyio
 async def test_encode_batch_gzips_parts_and_reports_sizes() -> None:
     records = [full_record(span_id=i + 1) for i in range(300)]
-    parts = await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 20, gzip=True)
+    parts = (await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 20, gzip=True)).parts
     assert [part.spans for part in parts] == [300]
     body = gzip.decompress(parts[0].body)
     assert len(body) == parts[0].encoded_size
@@ -221,7 +221,7 @@ async def test_encode_batch_gzips_parts_and_reports_sizes() -> None:
 @pytest.mark.anyio
 async def test_large_bodies_are_compressed_off_the_loop_identically() -> None:
     records = [full_record(span_id=i + 1, attributes={"pad": "y" * 2000}) for i in range(300)]
-    parts = await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 22, gzip=True)
+    parts = (await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 22, gzip=True)).parts
     assert parts[0].encoded_size >= _otlp_encode.THREAD_COMPRESS_BYTES
     assert len(gzip.decompress(parts[0].body)) == parts[0].encoded_size
 

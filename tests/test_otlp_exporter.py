@@ -25,6 +25,7 @@ from otlp_receiver import (
 )
 from spanlane._exceptions import ExportError, RetryableExportError
 from spanlane._records import SpanKind, SpanRecord
+from spanlane.exporters import ExportResult
 from spanlane.exporters.otlp import OTLPExporter
 
 pytestmark = pytest.mark.anyio
@@ -64,7 +65,7 @@ async def test_export_delivers_every_field_as_gzipped_protobuf(receiver: OTLPRec
     async with contextlib.aclosing(
         OTLPExporter(receiver.url, headers={"x-api-key": SECRET})
     ) as exporter:
-        assert await exporter.export(batch) == 0
+        assert await exporter.export(batch) == ExportResult()
     (request,) = receiver.requests
     assert request.path == "/v1/traces"
     assert request.encoding == "protobuf"
@@ -84,7 +85,7 @@ async def test_json_without_compression_delivers_every_field(receiver: OTLPRecei
     batch = [full_record()]
     exporter = OTLPExporter(receiver.url, encoding="json", compression=None)
     async with contextlib.aclosing(exporter):
-        assert await exporter.export(batch) == 0
+        assert await exporter.export(batch) == ExportResult()
     (request,) = receiver.requests
     assert request.encoding == "json"
     assert "content-encoding" not in request.headers
@@ -95,9 +96,9 @@ async def test_json_without_compression_delivers_every_field(receiver: OTLPRecei
 async def test_start_notifications_are_ignored(receiver: OTLPReceiver) -> None:
     start = full_record(span_id=5, end_time_ns=None)
     async with contextlib.aclosing(OTLPExporter(receiver.url)) as exporter:
-        assert await exporter.export([start]) == 0
+        assert await exporter.export([start]) == ExportResult()
         assert receiver.requests == []
-        assert await exporter.export([start, full_record(span_id=6)]) == 0
+        assert await exporter.export([start, full_record(span_id=6)]) == ExportResult()
     assert span_ids(receiver.spans) == [6]
 
 
@@ -182,7 +183,7 @@ async def test_partial_success_returns_the_rejected_count_and_logs_the_message(
     exporter = OTLPExporter(receiver.url, encoding=encoding)  # type: ignore[arg-type]
     async with contextlib.aclosing(exporter):
         with caplog.at_level(logging.WARNING, logger="spanlane"):
-            assert await exporter.export(records(5)) == 2
+            assert await exporter.export(records(5)) == ExportResult(rejected=2)
     assert "spans too old" in caplog.text
     assert "2 of 5" in caplog.text
 
@@ -193,7 +194,7 @@ async def test_partial_success_with_only_a_message_is_a_warning(
     receiver.script(Reply(partial=(0, "attribute values truncated")))
     async with contextlib.aclosing(OTLPExporter(receiver.url)) as exporter:
         with caplog.at_level(logging.WARNING, logger="spanlane"):
-            assert await exporter.export(records(3)) == 0
+            assert await exporter.export(records(3)) == ExportResult()
     assert "attribute values truncated" in caplog.text
 
 
@@ -203,8 +204,8 @@ async def test_an_unreadable_success_body_counts_as_full_success(receiver: OTLPR
         Reply(body=b"OK", content_type="text/plain"),
     )
     async with contextlib.aclosing(OTLPExporter(receiver.url)) as exporter:
-        assert await exporter.export(records(1)) == 0
-        assert await exporter.export(records(1)) == 0
+        assert await exporter.export(records(1)) == ExportResult()
+        assert await exporter.export(records(1)) == ExportResult()
 
 
 @pytest.mark.parametrize("encoding", ["protobuf", "json"])
@@ -214,7 +215,7 @@ async def test_a_batch_over_the_size_cap_is_split_and_sent_whole(
     batch = records(120)
     exporter = OTLPExporter(receiver.url, encoding=encoding, max_request_bytes=4096)  # type: ignore[arg-type]
     async with contextlib.aclosing(exporter):
-        assert await exporter.export(batch) == 0
+        assert await exporter.export(batch) == ExportResult()
     assert len(receiver.requests) > 1
     assert all(len(gzip.decompress(request.raw)) <= 4096 for request in receiver.requests)
     assert span_ids(receiver.spans) == [record.span_id for record in batch]
@@ -227,7 +228,7 @@ async def test_a_retry_resumes_after_the_parts_already_delivered(receiver: OTLPR
         with pytest.raises(RetryableExportError):
             await exporter.export(batch)
         assert len(receiver.requests) == 2
-        assert await exporter.export(batch) == 0
+        assert await exporter.export(batch) == ExportResult()
     first, refused, resent, *rest = receiver.requests
     assert resent.raw == refused.raw
     delivered = [first, resent, *rest]
@@ -245,7 +246,7 @@ async def test_a_different_batch_starts_afresh_after_a_failed_one(
             await exporter.export(records(120))
         receiver.requests.clear()
         fresh = records(120, start=1000)
-        assert await exporter.export(fresh) == 0
+        assert await exporter.export(fresh) == ExportResult()
     assert span_ids(receiver.spans) == [record.span_id for record in fresh]
 
 
@@ -255,7 +256,7 @@ async def test_a_content_failure_of_one_part_rejects_only_that_part(
     receiver.script(Reply(), Reply(400))
     batch = records(120)
     async with contextlib.aclosing(OTLPExporter(receiver.url, max_request_bytes=4096)) as exporter:
-        rejected = await exporter.export(batch)
+        rejected = (await exporter.export(batch)).rejected
     assert rejected == len(receiver.requests[1].spans)
     assert len(receiver.requests) > 2
 
@@ -266,7 +267,7 @@ async def test_an_auth_failure_after_a_delivered_part_abandons_the_rest(
     receiver.script(Reply(), Reply(401))
     batch = records(120)
     async with contextlib.aclosing(OTLPExporter(receiver.url, max_request_bytes=4096)) as exporter:
-        rejected = await exporter.export(batch)
+        rejected = (await exporter.export(batch)).rejected
     assert len(receiver.requests) == 2
     assert rejected == len(batch) - len(receiver.requests[0].spans)
 
@@ -307,7 +308,7 @@ async def test_cancellation_aborts_the_request_and_propagates(receiver: OTLPRece
             await receiver.wait_for_requests(1)
             tg.cancel_scope.cancel()
         # The exporter is still usable afterwards.
-        assert await exporter.export(records(1, start=50)) == 0
+        assert await exporter.export(records(1, start=50)) == ExportResult()
     assert span_ids(receiver.requests[-1].spans) == [50]
 
 
@@ -325,7 +326,7 @@ async def test_aclose_closes_its_own_client_and_refuses_later_exports(
 async def test_a_client_passed_in_is_used_and_left_open(receiver: OTLPReceiver) -> None:
     async with httpx.AsyncClient(headers={"x-from-client": "yes"}) as client:
         exporter = OTLPExporter(receiver.url, client=client)
-        assert await exporter.export(records(1)) == 0
+        assert await exporter.export(records(1)) == ExportResult()
         await exporter.aclose()
         assert not client.is_closed
     assert receiver.requests[0].headers["x-from-client"] == "yes"
@@ -362,7 +363,7 @@ async def test_header_values_never_reach_logs_reprs_or_exceptions(
                     await exporter.export(records(1))
                 texts.append(exception_texts(caught.value))
                 logging.getLogger("spanlane").debug("failed", exc_info=caught.value)
-            assert await exporter.export(records(1)) == 1
+            assert await exporter.export(records(1)) == ExportResult(rejected=1)
         sock = unused_socket()
         with sock:
             url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1/traces"
@@ -383,7 +384,7 @@ async def test_header_values_never_reach_logs_reprs_or_exceptions(
 async def test_records_of_every_kind_are_accepted(receiver: OTLPReceiver) -> None:
     batch = [full_record(span_id=i + 1, kind=kind) for i, kind in enumerate(SpanKind)]
     async with contextlib.aclosing(OTLPExporter(receiver.url)) as exporter:
-        assert await exporter.export(batch) == 0
+        assert await exporter.export(batch) == ExportResult()
     assert [span.kind for span in receiver.spans] == [int(kind) for kind in SpanKind]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 
 import anyio
@@ -274,3 +274,181 @@ def test_thread_ending_a_span_after_the_loop_finished_neither_hangs_nor_raises(
     (record,) = exporter.spans
     assert record.attributes["spanlane.unfinished"] is True
     assert tracer.stats().lanes[0].dropped == {DropReason.CLOSED: 1}
+
+
+# --- core v2: a thread never waits for the event loop ----------------------------------------
+
+
+@pytest.mark.anyio
+async def test_no_deadlock_when_the_loop_thread_joins_the_thread_that_ends_spans(
+    captured: Harness,
+) -> None:
+    """The loop thread blocks in ``thread.join()`` while that thread starts and ends spans:
+    the thread hands its records over without waiting, so both finish."""
+    tracer = captured.tracer
+
+    def work() -> None:
+        for number in range(50):
+            with tracer.span(f"t{number}"):
+                pass
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=30)  # blocks the event loop on purpose
+    assert not thread.is_alive()
+    spans = await captured.flush()
+    assert len(spans) == 50
+    captured.lanes.assert_loop_only(50)
+
+
+@pytest.mark.anyio
+async def test_no_deadlock_when_the_loop_thread_waits_on_a_future_result(
+    captured: Harness,
+) -> None:
+    import concurrent.futures
+
+    tracer = captured.tracer
+
+    def work() -> int:
+        with tracer.span("in the pool"):
+            pass
+        return 7
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(work).result(timeout=30) == 7  # blocks the loop on purpose
+    (record,) = await captured.flush()
+    assert record.name == "in the pool"
+
+
+@pytest.mark.anyio
+async def test_a_burst_from_threads_costs_one_loop_wakeup_per_burst(
+    captured: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from spanlane._runtime import LoopHandle
+
+    wakeups = 0
+    original = LoopHandle.call_soon
+
+    def counting(self: LoopHandle, func: Callable[[], object]) -> None:
+        nonlocal wakeups
+        wakeups += 1
+        original(self, func)
+
+    monkeypatch.setattr(LoopHandle, "call_soon", counting)
+    tracer = captured.tracer
+
+    def work() -> None:
+        for _ in range(200):
+            tracer.start_span("x").end()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=30)  # the loop is blocked: all 200 records wait for one wake-up
+    assert wakeups == 1
+    assert len(await captured.flush()) == 200
+
+
+def test_counters_stay_exact_when_threads_end_spans_after_the_loop_finished(
+    backend: str,
+) -> None:
+    exporter = MemoryExporter()
+    holder: list[Tracer] = []
+    spans: list[spanlane.Span] = []
+
+    async def main() -> None:
+        async with open_tracer(exporter) as tracer:
+            holder.append(tracer)
+            # Started on the loop, ended by threads only after the loop is gone.
+    anyio.run(main, backend=backend)
+    (tracer,) = holder
+    threads_count, per_thread = 8, 250
+    for _ in range(threads_count * per_thread):
+        spans.append(tracer.start_span("late"))
+    chunks = [spans[index::threads_count] for index in range(threads_count)]
+
+    def end_all(chunk: list[spanlane.Span]) -> None:
+        for span in chunk:
+            span.end()
+
+    threads = [threading.Thread(target=end_all, args=(chunk,)) for chunk in chunks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    stats = tracer.stats()
+    assert stats.spans_started == stats.spans_ended == threads_count * per_thread
+    assert stats.lanes[0].dropped == {DropReason.CLOSED: threads_count * per_thread}
+    assert stats.lanes[0].balanced
+
+
+def test_a_thread_never_blocks_on_an_asyncio_loop_that_stopped_without_closing() -> None:
+    """The loop ran the tracer's ``__aenter__`` and stopped; the tracer is open but nobody
+    runs the loop. A thread ending a span must neither block nor lose the record."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    exporter = MemoryExporter()
+    tracer = open_tracer(exporter)
+    try:
+        loop.run_until_complete(tracer.__aenter__())
+        span = tracer.start_span("on the loop")
+        finished = threading.Event()
+
+        def end_it() -> None:
+            span.end()
+            tracer.start_span("in the thread").end()
+            finished.set()
+
+        thread = threading.Thread(target=end_it)
+        thread.start()
+        thread.join(timeout=30)
+        assert finished.is_set()
+        stats = tracer.stats()
+        assert stats.spans_ended == 2
+        assert stats.lanes[0].dropped == {DropReason.CLOSED: 2}
+        assert stats.lanes[0].balanced
+    finally:
+        loop.run_until_complete(tracer.__aexit__(None, None, None))
+        loop.close()
+
+
+def test_records_from_a_thread_running_its_own_loop_are_counted_when_the_outer_loop_ends(
+    backend: str,
+) -> None:
+    """A thread with its own event loop ends spans of the outer tracer while the outer tracer
+    closes and its loop finishes: every record is exported or counted, none vanishes."""
+    exporter = MemoryExporter()
+    holder: list[Tracer] = []
+    stop = threading.Event()
+    ended = 0
+
+    def other_loop() -> None:
+        async def produce() -> None:
+            nonlocal ended
+            tracer = holder[0]
+            while not stop.is_set() or ended < 200:
+                tracer.start_span("from the other loop").end()
+                ended += 1
+                await anyio.sleep(0)
+
+        anyio.run(produce, backend=backend)
+
+    thread = threading.Thread(target=other_loop)
+
+    async def main() -> None:
+        async with open_tracer(exporter) as tracer:
+            holder.append(tracer)
+            thread.start()
+            await anyio.sleep(0.01)
+        stop.set()
+
+    anyio.run(main, backend=backend)
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    stats = holder[0].stats()
+    lane = stats.lanes[0]
+    assert stats.spans_started == stats.spans_ended == ended
+    assert lane.offered == ended
+    assert lane.offered == lane.exported + lane.dropped_total
+    assert lane.exported == len(exporter.spans)
+    assert set(lane.dropped) <= {DropReason.CLOSED}

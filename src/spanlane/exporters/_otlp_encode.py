@@ -15,7 +15,9 @@ import anyio
 import anyio.lowlevel
 import attrs
 
+from .._log import logger
 from .._records import InstrumentationScope, Resource, SpanRecord
+from .._safe import safe_str
 from . import _otlp_json, _otlp_proto
 
 #: How long encoding may hold the event loop before it yields, in seconds. Slices are timed
@@ -224,9 +226,35 @@ class _Slicer:
             self._deadline = time.perf_counter() + SLICE_SECONDS
 
 
+@attrs.frozen
+class Encoded:
+    """A batch as request parts.
+
+    Attributes:
+        parts: the request parts, in order; empty when no record could be encoded.
+        unencodable: records left out because encoding them failed (only a record built by
+            hand can carry what the encoder cannot write; one such record never sinks the rest).
+    """
+
+    parts: list[Part]
+    unencodable: int = 0
+
+
+def _encode_one(encode_span: Callable[[SpanRecord], bytes], record: SpanRecord) -> bytes | None:
+    try:
+        return encode_span(record)
+    except Exception as exc:
+        logger.warning(
+            "spanlane OTLP: left out a span that could not be encoded (%s: %s)",
+            type(exc).__name__,
+            safe_str(exc, 200),
+        )
+        return None
+
+
 async def encode_batch(
     records: Sequence[SpanRecord], codec: Codec, max_bytes: int, gzip: bool
-) -> list[Part]:
+) -> Encoded:
     """Encode finished records into request parts, yielding to the event loop between slices.
 
     Args:
@@ -236,7 +264,7 @@ async def encode_batch(
         gzip: whether to gzip the bodies.
 
     Returns:
-        The parts, in order; empty when ``records`` is.
+        The parts, in order, and how many records could not be encoded.
     """
     # The caller's step may already have run a while (the lane settling the previous batch and
     # gathering this one): start the first slice on a fresh turn.
@@ -244,9 +272,14 @@ async def encode_batch(
     slicer = _Slicer()
     encode_span = codec.encode_span
     packer = Packer(codec, max_bytes)
+    unencodable = 0
     for start in range(0, len(records), CLOCK_EVERY):
         for record in records[start : start + CLOCK_EVERY]:
-            packer.add(record, encode_span(record))
+            fragment = _encode_one(encode_span, record)
+            if fragment is None:
+                unencodable += 1
+            else:
+                packer.add(record, fragment)
         await slicer.pause()
     packer.finish()
     parts = []
@@ -260,4 +293,4 @@ async def encode_batch(
                 body = gzip_bytes(body)
         parts.append(Part(body, count, encoded_size))
     await slicer.pause()  # sending a request is itself a stretch of work; do not add it here
-    return parts
+    return Encoded(parts, unencodable)

@@ -24,6 +24,7 @@ from .._records import SpanRecord
 from .._version import __version__
 from . import _otlp_proto
 from ._otlp_config import OTLPConfig, redact_url, resolve_config
+from ._base import ExportResult
 from ._otlp_encode import JSON, PROTOBUF, Part, encode_batch
 
 # httpx comes with the otlp extra; say so rather than fail with a bare ModuleNotFoundError.
@@ -75,11 +76,21 @@ class _RequestFailed(ExportError):
 class _Progress:
     """How far the export of one batch has got, kept so that a retry resumes where it stopped."""
 
-    __slots__ = ("batch", "delivered", "failed", "first_error", "next_part", "parts", "rejected")
+    __slots__ = (
+        "batch",
+        "delivered",
+        "failed",
+        "first_error",
+        "next_part",
+        "parts",
+        "rejected",
+        "unencodable",
+    )
 
-    def __init__(self, batch: Sequence[SpanRecord], parts: list[Part]) -> None:
+    def __init__(self, batch: Sequence[SpanRecord], parts: list[Part], unencodable: int) -> None:
         self.batch = batch
         self.parts = parts
+        self.unencodable = unencodable  # records left out by the encoder
         self.next_part = 0
         self.delivered = 0  # spans in parts the receiver accepted (rejections included)
         self.rejected = 0  # spans the receiver accepted the request of but rejected (partial)
@@ -254,15 +265,16 @@ class OTLPExporter:
 
     # --- the exporter protocol ---------------------------------------------------------------
 
-    async def export(self, batch: Sequence[SpanRecord]) -> int:
+    async def export(self, batch: Sequence[SpanRecord]) -> ExportResult:
         """Send one batch, in one request or, above ``max_request_bytes``, several.
 
         A retry of the same batch (the same records) after a retryable failure resends only
         the requests that had not succeeded.
 
         Returns:
-            How many spans the receiver rejected (OTLP partial success), plus the spans of
-            requests that failed for good after an earlier request of the batch got through.
+            ``rejected``: how many spans the receiver rejected (OTLP partial success), plus the
+            spans of requests that failed for good after an earlier request of the batch got
+            through; ``unencodable``: spans left out because they could not be encoded.
 
         Raises:
             RetryableExportError: a transient failure; the lane retries the batch.
@@ -276,14 +288,14 @@ class OTLPExporter:
             # Start notifications carry no end time and are not OTLP spans.
             records = [record for record in batch if record.end_time_ns is not None]
             if not records:
-                return 0
-            parts = await encode_batch(
+                return ExportResult()
+            encoded = await encode_batch(
                 records,
                 self._codec,
                 self._max_request_bytes,
                 gzip=self._config.compression == "gzip",
             )
-            progress = _Progress(batch, parts)
+            progress = _Progress(batch, encoded.parts, encoded.unencodable)
         # Kept until the batch settles, including through a cancellation by the lane, so that
         # a retry of this batch skips requests that already succeeded.
         self._progress = progress
@@ -299,7 +311,9 @@ class OTLPExporter:
         self._progress = None
         if progress.first_error is not None and not progress.delivered:
             raise progress.first_error
-        return progress.rejected + progress.failed
+        return ExportResult(
+            rejected=progress.rejected + progress.failed, unencodable=progress.unencodable
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client, unless it was passed in; later exports raise ``ExportError``."""
