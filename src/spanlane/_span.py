@@ -45,6 +45,7 @@ from ._records import (
     Status,
     StatusCode,
     _RecordBuilder,
+    clean_flags,
     new_record,
 )
 from ._runtime import is_cancellation
@@ -697,12 +698,31 @@ def make_links(
             ):
                 dropped += 1
                 continue
+            context = item.context
+            if (
+                type(context.trace_state) is not str
+                or type(context.trace_flags) is not int
+                or not 0 <= context.trace_flags <= 0xFF
+                or type(context.is_remote) is not bool
+            ):
+                # Whatever an encoder reads from a link must be of the type it expects.
+                state = context.trace_state
+                context = SpanContext(
+                    context.trace_id,
+                    context.span_id,
+                    clean_flags(context.trace_flags),
+                    state if type(state) is str else "",
+                    context.is_remote is True,
+                )
+                item = Link(context, item.attributes, item.dropped_attributes)
             if item.attributes:
                 attributes, extra = coerce_attributes(
                     item.attributes, limits.max_link_attributes, limits.max_attribute_length
                 )
                 extra += item.dropped_attributes if type(item.dropped_attributes) is int else 0
                 item = Link(item.context, freeze(attributes), extra)
+            elif type(item.dropped_attributes) is not int or item.dropped_attributes < 0:
+                item = Link(item.context)
             kept.append(item)
     except BaseException as exc:
         if is_cancellation(exc):

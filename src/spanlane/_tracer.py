@@ -124,8 +124,15 @@ class Tracer:
             raise TypeError(f"lane_defaults must be a LaneOptions, got {lane_defaults!r}")
         if limits is not None and not isinstance(limits, SpanLimits):
             raise TypeError(f"limits must be a SpanLimits, got {limits!r}")
-        if not isinstance(scope, InstrumentationScope):
-            raise TypeError(f"scope must be an InstrumentationScope, got {scope!r}")
+        if (
+            not isinstance(scope, InstrumentationScope)
+            or type(scope.name) is not str
+            or not (scope.version is None or type(scope.version) is str)
+        ):
+            raise TypeError(
+                f"scope must be an InstrumentationScope with a str name and a str or None "
+                f"version, got {scope!r}"
+            )
         self.drain_timeout = _positive_seconds("drain_timeout", drain_timeout)
         self.limits = limits or SpanLimits()
         self.resource: Resource = build_resource(service_name, resource_attributes)
