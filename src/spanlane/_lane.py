@@ -38,7 +38,7 @@ from ._exceptions import RetryableExportError
 from ._log import WARNING_INTERVAL, RateLimiter, logger
 from ._options import LaneOptions
 from ._records import SpanRecord
-from ._runtime import cancel_requested, checkpoint, is_cancellation
+from ._runtime import absorb_loop_cancellation, cancel_requested, checkpoint, is_cancellation
 from ._safe import exception_type, safe_str
 from ._stats import DropReason, LaneStats
 from .exporters._base import ExporterInfo, ExportResult
@@ -312,7 +312,20 @@ class Lane:
         try:
             with self._cancel_scope:
                 task_status.started()
-                await self._drain(batch)
+                while True:
+                    try:
+                        await self._drain(batch)
+                        break
+                    except BaseException as exc:
+                        # asyncio's teardown cancels every task of the loop; the worker keeps
+                        # its batch and drains on, until its own scope is cancelled (the
+                        # tracer's shutdown deadline). Its own cancellation passes through.
+                        if (
+                            not is_cancellation(exc)
+                            or self._cancel_scope.cancel_called
+                            or not absorb_loop_cancellation()
+                        ):
+                            raise
         except Exception as exc:
             # Only a bug in spanlane gets here (exporter failures are handled per batch). The
             # caller's code must not pay for it: count what is left, close the exporter, finish.

@@ -9,7 +9,8 @@ This is the one module of ``src/`` that imports ``asyncio`` and (lazily) ``trio`
   Ctrl-C reaches the application's main task instead of a drain worker;
 - :class:`LoopHandle` lets any thread schedule a callback on the loop without waiting for it;
 - :func:`is_cancellation` and :func:`cancel_requested` tell the running backend's own
-  cancellation from an exception that merely looks like one.
+  cancellation from an exception that merely looks like one; :func:`absorb_loop_cancellation`
+  lets a telemetry task outlive ``asyncio.run``'s cancellation of every task, to drain.
 """
 
 from __future__ import annotations
@@ -81,6 +82,29 @@ def cancel_requested() -> bool:
     if cancelling is None:  # pragma: no cover - Python 3.10
         return True
     return bool(cancelling())
+
+
+def absorb_loop_cancellation() -> bool:
+    """Undo a native ``Task.cancel()`` of the current asyncio task; True if there was one.
+
+    When ``asyncio.run`` finishes with telemetry tasks still running (a tracer never exited),
+    it cancels every task once and waits for them. A drain worker absorbs that request and
+    carries on: the tracer's shutdown, which has its own deadline, decides when it stops.
+    ``uncancel()`` keeps the task's cancellation count right, so that anyio's own scopes in
+    the task still work. Always False on trio, whose cancellation is scope-based only.
+    """
+    if _trio() is not None:
+        return False
+    task = asyncio.current_task()
+    if task is None:
+        return False
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is None:  # pragma: no cover - Python 3.10 counts nothing
+        return True
+    if task.cancelling():
+        uncancel()
+        return True
+    return False
 
 
 async def _protected_call(func: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:

@@ -58,7 +58,14 @@ from ._records import (
 )
 from ._resource import build_resource
 from ._retry import RetryPolicy
-from ._runtime import LoopHandle, checkpoint, is_cancellation, ki_protected, spawn_service
+from ._runtime import (
+    LoopHandle,
+    absorb_loop_cancellation,
+    checkpoint,
+    is_cancellation,
+    ki_protected,
+    spawn_service,
+)
 from ._safe import safe_repr
 from ._span import (
     INVALID_SPAN,
@@ -601,17 +608,26 @@ class Tracer:
         """Ask the service to shut down and wait for it, within the exit deadline."""
         assert self._close_requested is not None and self._finished is not None
         self._close_requested.set()
-        interrupt: KeyboardInterrupt | None = None
+        interrupt: BaseException | None = None
         limit = self.drain_timeout + ACLOSE_GRACE + EXIT_MARGIN
-        with anyio.CancelScope(shield=True), anyio.move_on_after(limit):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(limit) as scope:
             while not self._finished.is_set():
                 try:
                     await self._finished.wait()
-                except KeyboardInterrupt as ki:  # trio: Ctrl-C while the drain runs
-                    interrupt = ki
-                    self._hurry = True
-                    for lane in self._lanes:
-                        lane.cancel()
+                except BaseException as exc:
+                    # Inside this shield only a Ctrl-C gets here: trio's KeyboardInterrupt, or
+                    # asyncio's native cancellation of the main task (what its runner does on
+                    # Ctrl-C). Cut the drain short: what the lanes hold is counted, the exporters
+                    # still get aclose() and its grace; then the interruption propagates.
+                    if isinstance(exc, KeyboardInterrupt) or (
+                        is_cancellation(exc) and not scope.cancel_called
+                    ):
+                        interrupt = interrupt or exc
+                        self._hurry = True
+                        for lane in self._lanes:
+                            lane.cancel()
+                    else:  # pragma: no cover - nothing else can arrive here
+                        raise
         if not self._finished.is_set():
             logger.warning(
                 "spanlane: the tracer did not finish closing within %.1f s; leaving it to finish "
@@ -643,6 +659,7 @@ class Tracer:
                         raise
                     # The loop is ending with the tracer still open (never exited, or
                     # garbage-collected open): drain what can be drained, count the rest.
+                    absorb_loop_cancellation()
                     abandoned = True
                 with anyio.CancelScope(shield=True):
                     await self._shutdown(abandoned)
