@@ -15,6 +15,11 @@ repetitions, interleaved so that machine noise hits all three alike:
   ``BatchSpanProcessor`` and an exporter that does nothing (skipped if the SDK is missing).
 
 Ratios are reported against the floor and the SDK measured in the same run.
+
+``--against PATH`` adds a fourth contender: the same spanlane loop, run with the ``src/`` of
+another checkout of spanlane (an earlier commit, say) in a child process, alternating with this
+tree's (also in a child process, so that both pay alike); the regression check is the ratio of
+the two. ``git worktree add /tmp/base <commit>`` makes such a checkout.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from __future__ import annotations
 import argparse
 import contextvars
 import gc
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -138,21 +145,41 @@ async def otel_hotpath(n: int, provider: Any, tracer: Any) -> int:
     return time.perf_counter_ns() - start
 
 
-def measure(backend: str, n: int, repeat: int) -> dict[str, list[float]]:
+def _in_child(src: str, backend: str, n: int) -> int:
+    """Run the spanlane loop in a child process whose spanlane comes from ``src``."""
+    env = dict(os.environ, PYTHONPATH=src)
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", backend, str(n)],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return int(output.split()[-1])
+
+
+def measure(
+    backend: str, n: int, repeat: int, against: str | None = None
+) -> dict[str, list[float]]:
     otel = _otel_tracer()
-    contenders: dict[str, Callable[[], Awaitable[int]]] = {
-        "floor": lambda: floor(n),
-        "spanlane": lambda: spanlane_hotpath(n),
+    results: dict[str, list[float]] = {}
+    contenders: dict[str, Callable[[], int]] = {
+        "floor": lambda: anyio.run(floor, n, backend=backend),
+        "spanlane": lambda: anyio.run(spanlane_hotpath, n, backend=backend),
     }
     if otel is not None:
         provider, tracer = otel
-        contenders["otel"] = lambda: otel_hotpath(n, provider, tracer)
-    results: dict[str, list[float]] = {name: [] for name in contenders}
+        contenders["otel"] = lambda: anyio.run(otel_hotpath, n, provider, tracer, backend=backend)
+    if against is not None:
+        here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+        baseline = os.path.join(against, "src")
+        contenders["this tree"] = lambda: _in_child(here, backend, n)
+        contenders["baseline"] = lambda: _in_child(baseline, backend, n)
+    results = {name: [] for name in contenders}
     for _ in range(repeat):
         for name, run in contenders.items():
             gc.collect()
-            elapsed = anyio.run(run, backend=backend)
-            results[name].append(elapsed / n)
+            results[name].append(run() / n)
     if otel is not None:
         otel[0].shutdown()
     return results
@@ -163,12 +190,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spans", type=int, default=20_000, help="spans per repetition")
     parser.add_argument("--repeat", type=int, default=7, help="repetitions (median is reported)")
     parser.add_argument("--backend", choices=["asyncio", "trio", "both"], default="both")
+    parser.add_argument(
+        "--against", metavar="PATH", help="a checkout of spanlane to compare this tree with"
+    )
+    parser.add_argument("--child", nargs=2, metavar=("BACKEND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        backend, n = args.child[0], int(args.child[1])
+        print(anyio.run(spanlane_hotpath, n, backend=backend))
+        return 0
     backends = ["asyncio", "trio"] if args.backend == "both" else [args.backend]
     print(f"python {sys.version.split()[0]}, spanlane {spanlane.__version__}, ")
     print(f"{args.spans} spans x {args.repeat} repetitions, median ns/span (loop + final flush)")
     for backend in backends:
-        results = measure(backend, args.spans, args.repeat)
+        results = measure(backend, args.spans, args.repeat, args.against)
         medians = {name: statistics.median(values) for name, values in results.items()}
         print(f"\n[{backend}]")
         for name, value in medians.items():
@@ -179,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "otel" in medians:
             speedup = medians["otel"] / medians["spanlane"]
             print(f"  otel / spanlane       = {speedup:5.2f}x  (target >= 8.0)")
+        if "baseline" in medians:
+            change = medians["this tree"] / medians["baseline"]
+            print(f"  this tree / baseline  = {change:5.2f}x  (target <= 1.10)")
     return 0
 
 

@@ -493,12 +493,29 @@ class Span:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._leave()
+        # The hot path: _leave(), _finish() and seal() inlined for the common case (one
+        # `with`, no attributes or events set after start); measured at about 8% of a span.
+        token = self._token
+        if token is not None:
+            if type(token) is list:
+                self._leave()
+            else:
+                self._token = None
+                reset_span(token)  # type: ignore[arg-type]
         if exc is not None:
             note_exception(self, exc)
-        record = self._finish(None)
-        if record is not None:
-            self._sink.deliver(record)  # type: ignore[union-attr]
+        sink = self._sink
+        rec = self._rec
+        if sink is None or rec.end_time_ns is not None:
+            return
+        if sink.open_spans.pop(_ref(self), None) is None:
+            return
+        rec.end_time_ns = time_ns()
+        if type(rec.attributes) is dict or type(rec.events) is list:
+            sink.deliver(seal(rec))
+        else:
+            rec.__class__ = SpanRecord
+            sink.deliver(rec)
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
