@@ -42,6 +42,8 @@ JSON_KEYS = {
     "span_id",
     "parent_span_id",
     "kind",
+    "trace_flags",
+    "trace_state",
     "start_time_ns",
     "end_time_ns",
     "attributes",

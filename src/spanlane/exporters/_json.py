@@ -48,6 +48,8 @@ def record_to_json(record: SpanRecord) -> dict[str, Any]:
             None if record.parent_span_id is None else format_span_id(record.parent_span_id)
         ),
         "kind": record.kind.name,
+        "trace_flags": record.trace_flags,
+        "trace_state": record.trace_state,
         "start_time_ns": record.start_time_ns,
         "end_time_ns": record.end_time_ns,
         "attributes": json_attributes(record.attributes),
