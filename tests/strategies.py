@@ -11,6 +11,8 @@ a program runs (see ``materialize`` in ``tests/fuzz/interpreter.py``).
 
 from __future__ import annotations
 
+import asyncio
+
 import enum
 from collections.abc import Sequence
 from typing import Literal
@@ -97,6 +99,9 @@ class LaneSpec:
     script: tuple[Fault | None, ...] = ()
     fail_on_close: bool = False
     hang_on_close: bool = False
+    #: The lane's own ``max_batch_size`` (``spanlane.lane(exporter, max_batch_size=...)``), or
+    #: None to take the tracer's.
+    max_batch_size: int | None = None
 
     def count(self, *kinds: FaultKind) -> int:
         """How many scripted faults are of one of ``kinds``."""
@@ -155,6 +160,40 @@ def _rarely(chance_in: int) -> st.SearchStrategy[bool]:
 _retry_after = st.sampled_from([None, 0.0, 0.002, 30.0])  # 30 s is capped by max_backoff
 
 
+class Injected:
+    """Marks an exception the fault model raised, so that the interpreter can tell it from a
+    real Ctrl-C (which must still stop the test run)."""
+
+
+class InjectedKeyboardInterrupt(Injected, KeyboardInterrupt):
+    pass
+
+
+class InjectedSystemExit(Injected, SystemExit):
+    pass
+
+
+class InjectedGeneratorExit(Injected, GeneratorExit):
+    pass
+
+
+class InjectedOwn(Injected, BaseException):
+    """A BaseException of an exporter's own."""
+
+
+class InjectedForeignCancellation(Injected, asyncio.CancelledError):
+    """A cancellation that is not the worker's: awaiting a future something else cancelled."""
+
+
+_BASE_EXCEPTION_FAULTS = [
+    Fault.raising(InjectedKeyboardInterrupt),
+    Fault.raising(InjectedSystemExit),
+    Fault.raising(InjectedGeneratorExit),
+    Fault.raising(InjectedOwn),
+    Fault.raising(InjectedForeignCancellation),
+]
+
+
 def faults(
     *, permanent: bool = True, hang: bool = True, redeliver: bool = True
 ) -> st.SearchStrategy[Fault | None]:
@@ -167,6 +206,8 @@ def faults(
     ]
     if permanent:
         options.append(st.just(Fault.permanent()))
+        # Anything at all raised by export() fails the batch for good, never the application.
+        options.append(st.sampled_from(_BASE_EXCEPTION_FAULTS))
     if hang:
         options.append(st.just(Fault.hang()))
     if redeliver:
@@ -189,6 +230,7 @@ def lane_specs(
             faults(permanent=permanent, hang=hang, redeliver=redeliver), max_size=8
         ).map(tuple),
         fail_on_close=st.booleans() if close_faults else st.just(False),
+        max_batch_size=st.sampled_from([None, None, 1]),
         # A hung aclose() costs the lane's whole grace period (a second): keep it rare.
         hang_on_close=_rarely(30) if close_faults and hang else st.just(False),
     )

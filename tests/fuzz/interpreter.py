@@ -45,6 +45,7 @@ from spanlane import (
     SpanLimits,
     SpanRecord,
     Stats,
+    lane,
     open_tracer,
 )
 from spanlane._attributes import coerce_attributes, coerce_value
@@ -59,6 +60,7 @@ from strategies import (
     Checkpoint,
     EndSpan,
     Flush,
+    Injected,
     Items,
     LaneSpec,
     Op,
@@ -423,7 +425,11 @@ class _Run:
 
     async def main(self) -> None:
         # Built inside the event loop: a tracer may hold backend objects from the start.
-        self._tracer = open_tracer(*self.exporters, **self.case.config.options())
+        lanes = [
+            exporter if spec.max_batch_size is None else lane(exporter, max_batch_size=spec.max_batch_size)
+            for exporter, spec in zip(self.exporters, self.case.config.lanes, strict=True)
+        ]
+        self._tracer = open_tracer(*lanes, **self.case.config.options())
         with anyio.CancelScope() as self.scope:
             try:
                 async with self.tracer:
@@ -685,9 +691,11 @@ def run_case(case: Case, backend: Backend) -> Outcome:
     with quiet_spanlane_logger() as handler, spying_on_lanes(logs):
         try:
             anyio.run(run.main, backend=backend)
-        except (KeyboardInterrupt, SystemExit):
-            raise
         except BaseException as exc:
+            # A real Ctrl-C stops the test run; one the fault model injected into an exporter
+            # (which must never get this far) is an outcome like any other.
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)) and not isinstance(exc, Injected):
+                raise
             escaped = exc
     errors = [record for record in handler.records if record.levelno >= logging.ERROR]
     return run.outcome(backend, escaped, errors)
