@@ -12,7 +12,6 @@ a program runs (see ``materialize`` in ``tests/fuzz/interpreter.py``).
 from __future__ import annotations
 
 import asyncio
-
 import enum
 from collections.abc import Sequence
 from typing import Literal

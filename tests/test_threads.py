@@ -13,6 +13,7 @@ from functools import partial
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from anyio.streams.memory import MemoryObjectSendStream
@@ -359,6 +360,7 @@ def test_counters_stay_exact_when_threads_end_spans_after_the_loop_finished(
         async with open_tracer(exporter) as tracer:
             holder.append(tracer)
             # Started on the loop, ended by threads only after the loop is gone.
+
     anyio.run(main, backend=backend)
     (tracer,) = holder
     threads_count, per_thread = 8, 250
@@ -426,17 +428,19 @@ def test_records_from_a_thread_running_its_own_loop_are_counted_when_the_outer_l
         async def produce() -> None:
             nonlocal ended
             tracer = holder[0]
-            while not stop.is_set() or ended < 200:
+            # At least 200 records, and on while the outer loop closes; never more than the
+            # outer buffer holds (so every drop is a CLOSED one).
+            while ended < 5_000 and (not stop.is_set() or ended < 200):
                 tracer.start_span("from the other loop").end()
                 ended += 1
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
         anyio.run(produce, backend=backend)
 
     thread = threading.Thread(target=other_loop)
 
     async def main() -> None:
-        async with open_tracer(exporter) as tracer:
+        async with open_tracer(exporter, buffer_size=10_000) as tracer:
             holder.append(tracer)
             thread.start()
             await anyio.sleep(0.01)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
 from typing import Any
 
@@ -101,7 +101,7 @@ def absorb_loop_cancellation() -> bool:
     uncancel = getattr(task, "uncancel", None)
     if uncancel is None:  # pragma: no cover - Python 3.10 counts nothing
         return True
-    if task.cancelling():
+    if getattr(task, "cancelling", lambda: 0)():
         uncancel()
         return True
     return False
@@ -114,7 +114,9 @@ async def _protected_call(func: Callable[..., Awaitable[Any]], *args: Any, **kwa
 _protected_on_trio: Callable[..., Awaitable[Any]] | None = None
 
 
-def ki_protected(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def ki_protected(
+    func: Callable[..., Awaitable[Any]],
+) -> Callable[..., Coroutine[Any, Any, Any]]:
     """Return an async callable that runs ``func`` with trio's KeyboardInterrupt protection.
 
     trio raises ``KeyboardInterrupt`` in whatever code runs when Ctrl-C arrives, unless that
@@ -125,7 +127,11 @@ def ki_protected(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable
     global _protected_on_trio
     trio = _trio()
     if trio is None:
-        return func
+
+        async def unprotected(*args: Any, **kwargs: Any) -> Any:
+            return await func(*args, **kwargs)
+
+        return unprotected
     if _protected_on_trio is None:
         _protected_on_trio = trio.lowlevel.enable_ki_protection(_protected_call)
     wrapper = _protected_on_trio

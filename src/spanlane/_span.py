@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
-from weakref import ref as _ref
 from time import time_ns
 from time import time_ns as _clock_ns  # add_event's time_ns parameter hides the name
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
+from weakref import ref as _ref
 
 from ._attributes import SpanLimits, coerce_attributes, coerce_value, freeze
 from ._context import get_span, reset_span, use_span
@@ -60,11 +60,11 @@ __all__ = [
     "NonRecordingSpan",
     "Span",
     "SpanSink",
+    "abandon",
     "clamp_time",
     "current_span",
-    "abandon",
-    "mark",
     "make_links",
+    "mark",
     "note_exception",
     "parent_context",
     "seal",
@@ -377,8 +377,9 @@ class Span:
         """
         if not self.is_recording:
             return
-        if not isinstance(exc, BaseException):
-            self._sink.note_ignored("record_exception", exc)  # type: ignore[union-attr]
+        given: object = exc
+        if not isinstance(given, BaseException):
+            self._sink.note_ignored("record_exception", given)  # type: ignore[union-attr]
             return
         event_attributes: dict[str, object] = {
             "exception.type": exception_type(exc),
@@ -399,21 +400,22 @@ class Span:
         """
         if not self.is_recording:
             return
-        if type(code) is Status:
-            code, description = code.code, code.description
-        if type(code) is not StatusCode:
-            if type(code) is int and code in (0, 1, 2):
-                code = StatusCode(code)
-            else:
-                self._sink.note_ignored("set_status", code)  # type: ignore[union-attr]
-                return
-        rec = self._rec
-        if rec.status.code is StatusCode.OK or code is StatusCode.UNSET:
+        given: object = code
+        if isinstance(given, Status):
+            description = given.description
+            given = given.code
+        if type(given) is int and given in (0, 1, 2):
+            given = StatusCode(given)
+        if type(given) is not StatusCode:
+            self._sink.note_ignored("set_status", given)  # type: ignore[union-attr]
             return
-        if code is StatusCode.ERROR and description is not None:
-            status = Status(code, safe_str(description))
+        rec = self._rec
+        if rec.status.code is StatusCode.OK or given is StatusCode.UNSET:
+            return
+        if given is StatusCode.ERROR and description is not None:
+            status = Status(given, safe_str(description))
         else:
-            status = Status(code)
+            status = Status(given)
         try:
             rec.status = status
         except AttributeError:
@@ -613,7 +615,9 @@ def parent_context(parent: object) -> SpanContext | None:
     elif isinstance(parent, SpanContext):
         context = parent
     else:
-        raise TypeError(f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}")
+        raise TypeError(
+            f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}"
+        )
     return context if context.is_valid else None
 
 

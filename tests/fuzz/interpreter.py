@@ -308,8 +308,8 @@ def spying_on_lanes(logs: Mapping[str, LaneLog]) -> Iterator[None]:
             log.bulk[reason] += count
         count_at_door(lane, reason, count)
 
-    Lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign]
-    Lane.count_at_door = spying_count_at_door  # type: ignore[method-assign]
+    Lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign,assignment]
+    Lane.count_at_door = spying_count_at_door  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
@@ -426,10 +426,12 @@ class _Run:
     async def main(self) -> None:
         # Built inside the event loop: a tracer may hold backend objects from the start.
         lanes = [
-            exporter if spec.max_batch_size is None else lane(exporter, max_batch_size=spec.max_batch_size)
+            exporter
+            if spec.max_batch_size is None
+            else lane(exporter, max_batch_size=spec.max_batch_size)
             for exporter, spec in zip(self.exporters, self.case.config.lanes, strict=True)
         ]
-        self._tracer = open_tracer(*lanes, **self.case.config.options())
+        self._tracer = open_tracer(*lanes, **self.case.config.options())  # type: ignore[arg-type]
         with anyio.CancelScope() as self.scope:
             try:
                 async with self.tracer:

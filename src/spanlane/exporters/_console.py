@@ -69,7 +69,8 @@ def render_trace(records: Sequence[SpanRecord]) -> str:
         below = children.get(record.span_id, [])
         inner = prefix + ("   " if last else "│  ")
         stack.extend(
-            (child, inner, index == len(below) - 1) for index, child in reversed(list(enumerate(below)))
+            (child, inner, index == len(below) - 1)
+            for index, child in reversed(list(enumerate(below)))
         )
     # Spans in a cycle of parent ids never hang from a root: draw them at the top level.
     for record in records:
@@ -103,6 +104,7 @@ class ConsoleExporter:
         self.max_traces = max_traces
         self.max_pending_traces = max_pending_traces
         self.name = "ConsoleExporter"
+        self.wants_starts = False
         self._pending: OrderedDict[int, list[SpanRecord]] = OrderedDict()
         self.traces_printed = 0
 

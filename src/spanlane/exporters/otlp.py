@@ -23,8 +23,8 @@ from .._exceptions import ExportError, RetryableExportError
 from .._records import SpanRecord
 from .._version import __version__
 from . import _otlp_proto
-from ._otlp_config import OTLPConfig, redact_url, resolve_config
 from ._base import ExportResult
+from ._otlp_config import OTLPConfig, redact_url, resolve_config
 from ._otlp_encode import JSON, PROTOBUF, Part, encode_batch
 
 # httpx comes with the otlp extra; say so rather than fail with a bare ModuleNotFoundError.
@@ -169,6 +169,11 @@ class OTLPExporter:
 
     #: The OTLP exporter wants finished spans only.
     wants_starts: Final = False
+
+    @property
+    def name(self) -> str:
+        """``"OTLPExporter"``: the name in statistics and logs."""
+        return "OTLPExporter"
 
     def __init__(
         self,
