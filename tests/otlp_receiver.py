@@ -268,8 +268,11 @@ def any_value_to_python(value: Any) -> object:
     which = value.WhichOneof("value")
     if which == "array_value":
         return tuple(any_value_to_python(item) for item in value.array_value.values)
+    if which == "kvlist_value":
+        return {kv.key: any_value_to_python(kv.value) for kv in value.kvlist_value.values}
     if which is None:
-        raise AssertionError("AnyValue with no value set")
+        # An empty AnyValue: None inside an array or a map.
+        return None
     return getattr(value, which)
 
 

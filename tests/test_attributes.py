@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator
+from types import MappingProxyType
 from typing import Any
 from unittest import mock
 
 import pytest
 
 from spanlane import Link, SpanContext, SpanLimits, SpanRecord
-from spanlane._attributes import REPR_LIMIT, coerce_attributes, coerce_value
+from spanlane._attributes import ANY_VALUE_ITEMS, REPR_LIMIT, coerce_attributes, coerce_value
 from spanlane.testing import capture_spans
 
 pytestmark = pytest.mark.anyio
@@ -110,15 +111,49 @@ async def test_integers_outside_int64_become_strings(value: int, expected: str) 
 
 
 @pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param([1, "a"], (1, "a"), id="mixed-int-str"),
+        pytest.param([1, True], (1, True), id="mixed-int-bool"),
+        pytest.param([[1], [2]], ((1,), (2,)), id="nested"),
+        pytest.param((1, None), (1, None), id="with-none"),
+        pytest.param({"a": 1, "b": [b"x", None]}, {"a": 1, "b": (b"x", None)}, id="map"),
+        pytest.param(b"bytes", b"bytes", id="bytes"),
+        pytest.param(bytearray(b"ba"), b"ba", id="bytearray"),
+        pytest.param([{"k": {"deep": (1.5, "s")}}], ({"k": {"deep": (1.5, "s")}},), id="deep"),
+    ],
+)
+async def test_any_values_are_kept_as_the_sdk_keeps_them(value: object, expected: object) -> None:
+    coerced = coerce_value(value)
+    assert coerced == expected
+    if isinstance(expected, dict):
+        assert isinstance(coerced, MappingProxyType)
+
+
+async def test_a_map_drops_keys_that_are_not_strings() -> None:
+    assert coerce_value({"a": 1, 2: "b", "": 3}) == {"a": 1}
+
+
+async def test_a_mixed_value_over_the_item_budget_becomes_its_repr() -> None:
+    big = [1, "a"] * (ANY_VALUE_ITEMS // 2 + 1)
+    coerced = coerce_value(big)
+    assert isinstance(coerced, str)
+    assert coerced.startswith("[1, 'a', 1")
+    assert coerce_value([1, "a"] * (ANY_VALUE_ITEMS // 4)) == tuple(
+        [1, "a"] * (ANY_VALUE_ITEMS // 4)
+    )
+
+
+async def test_a_self_containing_list_becomes_its_repr() -> None:
+    loop: list[object] = [1]
+    loop.append(loop)
+    assert coerce_value(loop) == "[1, [1, [1, [1, [...]]]]]"  # reprlib stops at 4 levels
+
+
+@pytest.mark.parametrize(
     "value",
     [
-        pytest.param([1, "a"], id="mixed-int-str"),
-        pytest.param([1, True], id="mixed-int-bool"),
-        pytest.param([[1], [2]], id="nested"),
-        pytest.param((1, None), id="with-none"),
-        pytest.param({"a": 1}, id="dict"),
         pytest.param({1, 2}, id="set"),
-        pytest.param(b"bytes", id="bytes"),
         pytest.param(object(), id="object"),
     ],
 )
@@ -133,7 +168,7 @@ async def test_long_repr_is_truncated() -> None:
 
 async def test_hostile_repr_never_raises() -> None:
     assert coerce_value(_HostileRepr()) == "<unrepresentable _HostileRepr>"
-    assert coerce_value([_HostileRepr()]) == "<unrepresentable list>"
+    assert coerce_value([_HostileRepr()]) == ("<unrepresentable _HostileRepr>",)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +193,7 @@ async def test_objects_only_claiming_a_legal_class_become_their_repr(spec: type)
     # A Mock(spec=str) passes isinstance(value, str) without being a str.
     value = mock.Mock(spec=spec)
     assert coerce_value(value) == repr(value)
-    assert coerce_value([value]) == repr([value])
+    assert coerce_value([value]) == (repr(value),)
 
 
 async def test_none_coerces_to_none() -> None:
@@ -265,7 +300,7 @@ async def test_span_coerces_values_and_counts_dropped_attributes() -> None:
     assert dict(record.attributes) == {
         "initial": (1, 2),
         "big": str(2**64),
-        "mixed": "[1, 'a']",
+        "mixed": (1, "a"),
         "hostile": "<unrepresentable _HostileRepr>",
         "x": 1.5,
     }
@@ -320,10 +355,16 @@ async def test_max_attribute_length_truncates_every_string() -> None:
     async with capture_spans(limits=limits) as captured:
         with captured.tracer.span("s", attributes={"initial": "abcdef"}) as span:
             span.set_attribute("seq", ["abcdef", "x"])
-            span.set_attribute("repr", {"k": "v"})
+            span.set_attribute("map", {"k": "value"})
+            span.set_attribute("repr", {1, 2})
             span.add_event("e", {"event": "abcdef"})
         (record,) = await captured.flush()
-    assert dict(record.attributes) == {"initial": "abc", "seq": ("abc", "x"), "repr": "{'k"}
+    assert dict(record.attributes) == {
+        "initial": "abc",
+        "seq": ("abc", "x"),
+        "map": {"k": "val"},
+        "repr": "{1,",
+    }
     assert dict(record.events[0].attributes) == {"event": "abc"}
     assert record.dropped_attributes == 0  # truncation is not a drop
 

@@ -280,7 +280,21 @@ _array = st.one_of(
     st.lists(_int64, max_size=3).map(tuple),
     st.lists(_float, max_size=3).map(tuple),
 )
-_attributes = st.dictionaries(_text, st.one_of(_scalar, _array), max_size=5)
+# OTLP AnyValue beyond scalars and homogeneous arrays: bytes, maps, mixed and nested arrays,
+# None inside arrays and maps.
+_any = st.recursive(
+    st.one_of(_scalar, st.binary(max_size=8), st.none()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(_text.filter(bool), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+_attributes = st.dictionaries(
+    _text,
+    st.one_of(_scalar, _array, st.binary(max_size=8), _any.filter(lambda v: v is not None)),
+    max_size=5,
+)
 _time = st.integers(0, 2**64 - 1)
 _count = st.integers(0, 2**32 - 1)
 _context = st.builds(
@@ -323,4 +337,29 @@ def test_any_record_round_trips_through_the_official_definitions(
     # An empty description reads back as no description; both mean "no message".
     if record.status.description == "":
         record = attrs.evolve(record, status=Status(record.status.code))
+    check_span(span, record)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_bytes_maps_and_mixed_arrays_are_encoded_as_any_values(codec: Codec) -> None:
+    record = full_record(
+        attributes={
+            "bytes": b"\x00\xff",
+            "map": {"a": 1, "nested": {"b": (True, None)}},
+            "mixed": (1, "two", 3.0, None, b"x", ("deep",)),
+        }
+    )
+    span = decode(encode([record], codec)[0], codec).resource_spans[0].scope_spans[0].spans[0]
+    values = {kv.key: kv.value for kv in span.attributes}
+    assert values["bytes"].bytes_value == b"\x00\xff"
+    assert values["map"].WhichOneof("value") == "kvlist_value"
+    mixed = values["mixed"].array_value.values
+    assert [item.WhichOneof("value") for item in mixed] == [
+        "int_value",
+        "string_value",
+        "double_value",
+        None,
+        "bytes_value",
+        "array_value",
+    ]
     check_span(span, record)

@@ -9,23 +9,21 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeAlias, Union
 
 import attrs
 
 from ._version import __version__
 
-#: An attribute value as OTLP allows it: a scalar or a homogeneous tuple of scalars.
-AttributeValue = (
-    str
-    | bool
-    | int
-    | float
-    | tuple[str, ...]
-    | tuple[bool, ...]
-    | tuple[int, ...]
-    | tuple[float, ...]
-)
+#: A value as OTLP's ``AnyValue`` carries it: a scalar, bytes, None (inside an array or a map),
+#: an array of any of them (a tuple, possibly mixed or nested) or a map (read-only, str keys).
+AnyValue: TypeAlias = Union[
+    str, bool, int, float, bytes, None, tuple["AnyValue", ...], Mapping[str, "AnyValue"]
+]
+#: An attribute value: any ``AnyValue`` but None (a None attribute is dropped and counted).
+AttributeValue: TypeAlias = Union[
+    str, bool, int, float, bytes, tuple[AnyValue, ...], Mapping[str, AnyValue]
+]
 #: A read-only mapping of attribute keys to coerced values.
 Attributes = Mapping[str, AttributeValue]
 

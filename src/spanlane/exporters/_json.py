@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from .._ids import format_span_id, format_trace_id
-from .._records import AttributeValue, SpanRecord
+from .._records import AnyValue, AttributeValue, SpanRecord
 
 
-def _json_value(value: AttributeValue) -> Any:
+def _json_value(value: AnyValue) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         # JSON has no NaN or infinity; write them as the strings OTLP/JSON uses.
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, tuple):
         return [_json_value(item) for item in value]
+    if isinstance(value, bytes):
+        # JSON has no bytes either; base64, as OTLP/JSON writes bytesValue.
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, Mapping):
+        return {key: _json_value(item) for key, item in value.items()}
     return value
 
 

@@ -11,6 +11,7 @@ object), so that a batch can be split by size and a request assembled by joining
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -73,6 +74,13 @@ def _any_value(value: object) -> dict[str, Any]:
         return {"doubleValue": "Infinity" if number_f > 0 else "-Infinity"}
     if kind is tuple or kind is list:
         return {"arrayValue": {"values": [_any_value(item) for item in value]}}  # type: ignore[attr-defined]
+    if kind is bytes:
+        # proto3 JSON writes bytes as base64.
+        return {"bytesValue": base64.b64encode(value).decode("ascii")}  # type: ignore[arg-type]
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {"kvlistValue": {"values": _attributes(value)}}
     return _any_value_slow(value)
 
 
@@ -88,6 +96,8 @@ def _any_value_slow(value: object) -> dict[str, Any]:
         return _any_value(float(value))
     if isinstance(value, (tuple, list)):
         return _any_value(tuple(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _any_value(bytes(value))
     return {"stringValue": repr(value)}
 
 

@@ -126,10 +126,21 @@ def _any_value(value: object) -> bytes:
     if kind is float:
         return b"\x21" + _pack_double(value)
     if kind is tuple or kind is list:
+        # array_value = 5: ArrayValue { repeated AnyValue values = 1; }
         body = b"".join(
             [b"\x0a" + _varint(len(item)) + item for item in map(_any_value, value)]  # type: ignore[call-overload]
         )
         return b"\x2a" + _varint(len(body)) + body
+    if kind is bytes:
+        # bytes_value = 7
+        return b"\x3a" + _varint(len(value)) + value  # type: ignore[arg-type,operator]
+    if value is None:
+        # An empty AnyValue: what None inside an array or a map is on the wire.
+        return b""
+    if isinstance(value, Mapping):
+        # kvlist_value = 6: KeyValueList { repeated KeyValue values = 1; }
+        body = b"".join(_keyvalue_field(b"\x0a", key, item) for key, item in value.items())
+        return b"\x32" + _varint(len(body)) + body
     return _any_value_slow(value)
 
 
@@ -153,6 +164,8 @@ def _any_value_slow(value: object) -> bytes:
         return _any_value(float(value))
     if isinstance(value, (tuple, list)):
         return _any_value(tuple(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _any_value(bytes(value))
     return _string_any(repr(value))
 
 
