@@ -180,7 +180,7 @@ def _coerce_nested(value: object, max_length: int | None, budget: _Budget, depth
     kind = type(value)
     if issubclass(kind, (list, tuple)):
         items = []
-        for item in value:
+        for item in value:  # type: ignore[attr-defined]
             coerced = _coerce_nested(item, max_length, budget, depth + 1)
             if coerced is _TOO_BIG:
                 return _TOO_BIG
@@ -188,7 +188,7 @@ def _coerce_nested(value: object, max_length: int | None, budget: _Budget, depth
         return tuple(items)
     if issubclass(kind, Mapping):
         entries: dict[str, object] = {}
-        for key, item in value.items():
+        for key, item in value.items():  # type: ignore[attr-defined]
             # A map's keys are strings, as an attribute's are; other keys are left out.
             if type(key) is not str or not key:
                 continue
@@ -217,7 +217,7 @@ def _coerce_sequence(
             return tuple(text[:max_length] for text in value)
         if kind is bool or kind is float or kind is bytes:
             return tuple(value)
-        if kind is int and _INT64_MIN <= min(value) and max(value) <= _INT64_MAX:
+        if kind is int and min(value) >= _INT64_MIN and max(value) <= _INT64_MAX:
             return tuple(value)
     # Mixed, nested, or of subclasses: item by item, within the bounds.
     coerced = _coerce_nested(value, max_length, _Budget(), 0)

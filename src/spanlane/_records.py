@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, TypeAlias, Union
+from typing import Any, TypeAlias
 
 import attrs
 
@@ -17,13 +17,13 @@ from ._version import __version__
 
 #: A value as OTLP's ``AnyValue`` carries it: a scalar, bytes, None (inside an array or a map),
 #: an array of any of them (a tuple, possibly mixed or nested) or a map (read-only, str keys).
-AnyValue: TypeAlias = Union[
-    str, bool, int, float, bytes, None, tuple["AnyValue", ...], Mapping[str, "AnyValue"]
-]
+AnyValue: TypeAlias = (
+    str | bool | int | float | bytes | tuple["AnyValue", ...] | Mapping[str, "AnyValue"] | None
+)
 #: An attribute value: any ``AnyValue`` but None (a None attribute is dropped and counted).
-AttributeValue: TypeAlias = Union[
-    str, bool, int, float, bytes, tuple[AnyValue, ...], Mapping[str, AnyValue]
-]
+AttributeValue: TypeAlias = (
+    str | bool | int | float | bytes | tuple[AnyValue, ...] | Mapping[str, AnyValue]
+)
 #: A read-only mapping of attribute keys to coerced values.
 Attributes = Mapping[str, AttributeValue]
 
