@@ -194,7 +194,12 @@ async def test_jsonl_lines_carry_the_resource_and_the_scope(tmp_path: Path) -> N
         assert line["resource"]["service.name"] == "checkout"
         assert line["resource"]["deployment.environment"] == "test"
         assert line["resource"]["host.cores"] == 2
-        assert line["scope"] == {"name": "spanlane", "version": __version__}
+        assert line["scope"] == {
+            "name": "spanlane",
+            "version": __version__,
+            "schema_url": None,
+            "attributes": {},
+        }
 
 
 async def test_record_to_json_writes_a_custom_resource_and_scope() -> None:
@@ -205,7 +210,12 @@ async def test_record_to_json_writes_a_custom_resource_and_scope() -> None:
     )
     line = record_to_json(record)
     assert line["resource"] == {"service.name": "billing", "weights": [0.5, "NaN"]}
-    assert line["scope"] == {"name": "billing.db", "version": None}
+    assert line["scope"] == {
+        "name": "billing.db",
+        "version": None,
+        "schema_url": None,
+        "attributes": {},
+    }
 
 
 async def test_jsonl_lone_surrogates_are_replaced_and_the_batch_is_written(

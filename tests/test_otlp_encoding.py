@@ -363,3 +363,31 @@ def test_bytes_maps_and_mixed_arrays_are_encoded_as_any_values(codec: Codec) -> 
         "array_value",
     ]
     check_span(span, record)
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_a_scope_carries_its_schema_url_and_attributes(codec: Codec) -> None:
+    scope = InstrumentationScope(
+        "opentelemetry.instrumentation.httpx",
+        "0.50b0",
+        schema_url="https://opentelemetry.io/schemas/1.11.0",
+        attributes=_frozen({"library.language": "python"}),
+    )
+    plain = InstrumentationScope("plain", None)
+    records = [full_record(scope=scope), full_record(scope=plain, span_id=99)]
+    request = decode(encode(records, codec)[0], codec)
+    first, second = request.resource_spans[0].scope_spans
+    assert first.scope.name == "opentelemetry.instrumentation.httpx"
+    assert first.scope.version == "0.50b0"
+    assert first.schema_url == "https://opentelemetry.io/schemas/1.11.0"
+    assert {kv.key: kv.value.string_value for kv in first.scope.attributes} == {
+        "library.language": "python"
+    }
+    assert second.scope.name == "plain"
+    assert second.schema_url == ""
+
+
+def _frozen(values: dict[str, Any]) -> Any:
+    from types import MappingProxyType
+
+    return MappingProxyType(values)

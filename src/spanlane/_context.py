@@ -12,6 +12,7 @@ HTTP calls, or creates spans while exporting, cannot feed its lane forever.
 
 from __future__ import annotations
 
+import weakref
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 _current_span: ContextVar[Span | None] = ContextVar("spanlane.current_span", default=None)
 _current_tracer: ContextVar[Tracer | None] = ContextVar("spanlane.current_tracer", default=None)
 _suppressed: ContextVar[bool] = ContextVar("spanlane.suppressed", default=False)
+# What another tracing API keeps in the context besides the current span (the OpenTelemetry
+# Context: baggage, instrumentation-suppression keys). Carried along, never looked into here.
+_carried: ContextVar[object] = ContextVar("spanlane.carried", default=None)
 
 #: The type of the value :func:`use_span` returns, to be given back to :func:`reset_span`.
 SpanToken = Token["Span | None"]
@@ -34,6 +38,8 @@ use_span = _current_span.set
 get_tracer = _current_tracer.get
 use_tracer = _current_tracer.set
 is_suppressed = _suppressed.get
+get_carried = _carried.get
+use_carried = _carried.set
 
 
 def reset_span(token: SpanToken) -> None:
@@ -44,6 +50,14 @@ def reset_span(token: SpanToken) -> None:
     """
     try:
         _current_span.reset(token)
+    except ValueError:
+        pass
+
+
+def reset_carried(token: Token[object]) -> None:
+    """Undo :func:`use_carried`; a token from another context is ignored."""
+    try:
+        _carried.reset(token)
     except ValueError:
         pass
 
@@ -68,3 +82,35 @@ def suppress() -> None:
 def current_tracer() -> Tracer | None:
     """Return the tracer of the innermost open ``open_tracer()`` block, or None."""
     return _current_tracer.get()
+
+
+# The tracers open in this process, oldest first, held weakly: what a process-wide API (the
+# OpenTelemetry bridge's global provider) uses when no tracer is current in the context.
+_open_tracers: list[weakref.ref[Tracer]] = []
+
+
+def tracer_opened(tracer: Tracer) -> None:
+    """Note that ``tracer`` is open (called by the tracer itself)."""
+    _open_tracers.append(weakref.ref(tracer))
+
+
+def tracer_closed(tracer: Tracer) -> None:
+    """Note that ``tracer`` is closing (called by the tracer itself)."""
+    for entry in list(_open_tracers):
+        if entry() is tracer or entry() is None:
+            try:
+                _open_tracers.remove(entry)
+            except ValueError:  # pragma: no cover - removed by another thread meanwhile
+                pass
+
+
+def latest_tracer() -> Tracer | None:
+    """The tracer current in this context, else the most recently opened one still open."""
+    tracer = _current_tracer.get()
+    if tracer is not None:
+        return tracer
+    for entry in reversed(list(_open_tracers)):
+        found = entry()
+        if found is not None:
+            return found
+    return None

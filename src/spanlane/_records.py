@@ -157,10 +157,19 @@ class Resource:
 
 @attrs.frozen
 class InstrumentationScope:
-    """The library or module that created a span (OTLP's instrumentation scope)."""
+    """The library or module that created a span (OTLP's instrumentation scope).
+
+    Attributes:
+        name: the instrumenting library's name.
+        version: its version, or None.
+        schema_url: the semantic-conventions schema its spans follow, or None.
+        attributes: attributes of the scope itself (read-only).
+    """
 
     name: str = "spanlane"
     version: str | None = __version__
+    schema_url: str | None = None
+    attributes: Attributes = attrs.field(default=EMPTY_ATTRIBUTES, hash=False)
 
 
 DEFAULT_SCOPE = InstrumentationScope()

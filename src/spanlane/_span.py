@@ -62,6 +62,7 @@ __all__ = [
     "SpanSink",
     "abandon",
     "clamp_time",
+    "companion",
     "current_span",
     "make_links",
     "mark",
@@ -69,6 +70,7 @@ __all__ = [
     "parent_context",
     "seal",
     "seal_unfinished",
+    "set_companion",
     "start_record",
 ]
 
@@ -139,7 +141,7 @@ class Span:
     # mapping) and its ``events`` a list (or ``()``); sealing turns them into a read-only copy and
     # a tuple. All of a span's state is in the builder, so the tracer can still seal it, as
     # unfinished, after the span handle itself has been garbage-collected unended.
-    __slots__ = ("__weakref__", "_context", "_rec", "_sink", "_token", "parent")
+    __slots__ = ("__weakref__", "_companion", "_context", "_rec", "_sink", "_token", "parent")
 
     def __init__(
         self,
@@ -156,6 +158,7 @@ class Span:
         links: tuple[Link, ...],
         dropped_links: int,
         trace_flags: int = SAMPLED_FLAG,
+        scope: InstrumentationScope | None = None,
     ) -> None:
         self._sink = sink
         self._rec = _RecordBuilder(
@@ -174,13 +177,14 @@ class Span:
             0,
             dropped_links,
             EMPTY_RESOURCE if sink is None else sink.resource,
-            DEFAULT_SCOPE if sink is None else sink.scope,
+            scope if scope is not None else DEFAULT_SCOPE if sink is None else sink.scope,
             trace_state,
             parent is not None and parent.is_remote is True,
             trace_flags,
         )
         self.parent = parent
         self._context: SpanContext | None = None
+        self._companion: object = None
         # None, the token of the one `with` that entered the span, or a list of tokens when it
         # was entered again before being left (a misuse that must not raise).
         self._token: Token[Span | None] | list[Token[Span | None]] | None = None
@@ -368,12 +372,21 @@ class Span:
         )
 
     def record_exception(
-        self, exc: BaseException, attributes: Mapping[str, object] | None = None
+        self,
+        exc: BaseException,
+        attributes: Mapping[str, object] | None = None,
+        *,
+        time_ns: int | None = None,
     ) -> None:
         """Add an ``exception`` event with the type, message and stack trace of ``exc``.
 
         This does not change the status; leaving a ``with`` block by an exception does both.
         Anything but an exception is ignored (and counted).
+
+        Args:
+            exc: the exception.
+            attributes: more event attributes (they win over the three above).
+            time_ns: the event time in nanoseconds since the epoch (now by default).
         """
         if not self.is_recording:
             return
@@ -390,7 +403,35 @@ class Span:
             limits = self._sink.limits  # type: ignore[union-attr]
             extra, _ = coerce_attributes(attributes, limits.max_event_attributes, None)
             event_attributes.update(extra)
-        self.add_event("exception", event_attributes)
+        self.add_event("exception", event_attributes, time_ns=time_ns)
+
+    def add_link(
+        self, context: SpanContext | Span, attributes: Mapping[str, object] | None = None
+    ) -> None:
+        """Link the span to another span after it started (as OpenTelemetry's ``add_link``).
+
+        A link to an invalid context, or past ``SpanLimits.max_links``, is dropped and counted
+        in the record's ``dropped_links``.
+        """
+        sink = self._sink
+        if sink is None or self._rec.end_time_ns is not None:
+            return
+        given: object = context
+        if isinstance(given, Span):
+            given = given.context
+        if not isinstance(given, SpanContext):
+            self._count("dropped_links")
+            return
+        link = Link(given) if attributes is None else Link(given, attributes)  # type: ignore[arg-type]
+        kept, dropped = make_links((link,), sink.limits)
+        rec = self._rec
+        if dropped or len(rec.links) >= sink.limits.max_links:
+            self._count("dropped_links")
+            return
+        try:
+            rec.links = rec.links + kept
+        except AttributeError:  # ended meanwhile
+            pass
 
     def set_status(self, code: StatusCode | Status, description: str | None = None) -> None:
         """Set the status. ``OK`` is final; ``description`` is kept for ``ERROR`` only.
@@ -619,6 +660,17 @@ def parent_context(parent: object) -> SpanContext | None:
             f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}"
         )
     return context if context.is_valid else None
+
+
+def companion(span: Span) -> object:
+    """The object another tracing API keeps for ``span`` (the OpenTelemetry bridge's view of
+    it), or None."""
+    return span._companion
+
+
+def set_companion(span: Span, value: object) -> None:
+    """Keep ``value`` with ``span`` for another tracing API, for the span's lifetime."""
+    span._companion = value
 
 
 def seal(rec: Any) -> SpanRecord:

@@ -38,7 +38,16 @@ from weakref import ref
 import anyio
 
 from ._attributes import SpanLimits, coerce_attributes
-from ._context import get_span, get_tracer, is_suppressed, reset_tracer, suppress, use_tracer
+from ._context import (
+    get_span,
+    get_tracer,
+    is_suppressed,
+    reset_tracer,
+    suppress,
+    tracer_closed,
+    tracer_opened,
+    use_tracer,
+)
 from ._ids import id_random, new_span_id, new_trace_id
 from ._inbox import Entry, ThreadInbox
 from ._lane import ACLOSE_GRACE, Lane
@@ -217,6 +226,7 @@ class Tracer:
         links: Iterable[Link | SpanContext | Span] = _NO_LINKS,
         parent: Span | SpanContext | None = None,
         start_time_ns: int | None = None,
+        scope: InstrumentationScope | None = None,
     ) -> Span:
         """Start a span, to be used as ``with`` or ``async with`` (which ends it).
 
@@ -233,6 +243,8 @@ class Tracer:
                 an invalid one starts a new trace.
             start_time_ns: the start time in nanoseconds since the epoch (now by default;
                 clamped to what OTLP can carry).
+            scope: the instrumentation scope of this span, when it is not the tracer's (the
+                OpenTelemetry bridge passes the scope of the OpenTelemetry tracer).
 
         Returns:
             The started :class:`Span`; a non-recording span when the tracer was never entered,
@@ -266,6 +278,9 @@ class Tracer:
             link_tuple, dropped_links = make_links(links, limits)
         if type(kind) is not SpanKind:
             kind = self._kind(kind)
+        if scope is not None and type(scope) is not InstrumentationScope:
+            self.note_ignored("scope", scope)
+            scope = None
         if start_time_ns is None:
             start = time_ns()
         else:
@@ -284,6 +299,7 @@ class Tracer:
                 dropped_attributes,
                 link_tuple,
                 dropped_links,
+                scope=scope,
             )
         else:
             state = context.trace_state
@@ -301,6 +317,7 @@ class Tracer:
                 link_tuple,
                 dropped_links,
                 _flags(context.trace_flags),
+                scope=scope,
             )
         if self._fast and get_ident() == self._loop_thread:
             self._spans_started += 1
@@ -319,6 +336,7 @@ class Tracer:
         links: Iterable[Link | SpanContext | Span] = _NO_LINKS,
         parent: Span | SpanContext | None = None,
         start_time_ns: int | None = None,
+        scope: InstrumentationScope | None = None,
     ) -> Span:
         """Start a span to end by hand with :meth:`Span.end`; same arguments as :meth:`span`.
 
@@ -331,7 +349,27 @@ class Tracer:
             links=links,
             parent=parent,
             start_time_ns=start_time_ns,
+            scope=scope,
         )
+
+    def submit(self, record: SpanRecord) -> None:
+        """Hand on a finished record made elsewhere (an OpenTelemetry SDK span), from any
+        thread, without waiting; it is counted as a span started and ended.
+
+        Raises:
+            TypeError: ``record`` is not a finished :class:`SpanRecord`.
+        """
+        if type(record) is not SpanRecord or record.end_time_ns is None:
+            raise TypeError(f"submit() takes a finished SpanRecord, got {record!r}")
+        if self._state == "new":
+            self._not_entered()
+            return
+        if self._fast and get_ident() == self._loop_thread:
+            self._spans_started += 1
+        else:
+            with self._inbox.lock:
+                self._inbox.started += 1
+        self.deliver(record)
 
     def _kind(self, kind: object) -> SpanKind:
         if type(kind) is int and 1 <= kind <= 5:
@@ -566,6 +604,12 @@ class Tracer:
         return self._state in ("closing", "closed")
 
     @property
+    def is_open(self) -> bool:
+        """True from entering ``async with`` until its shutdown has finished (records are
+        still taken while it drains)."""
+        return self._state in ("open", "closing")
+
+    @property
     def exporters(self) -> tuple[object, ...]:
         """The exporters, one per lane, in the order given."""
         return tuple(lane.exporter for lane in self._lanes)
@@ -655,6 +699,7 @@ class Tracer:
                             await task_group.start(ki_protected(lane.run))
                     self._state = "open"
                     self._fast = True
+                    tracer_opened(self)
                     self._ready.set()
                     await self._close_requested.wait()
                 except BaseException as exc:
@@ -672,6 +717,7 @@ class Tracer:
         finally:
             self._fast = False
             self._state = "closed"
+            tracer_closed(self)
             for lane in self._lanes:  # normally all done already; a crash must not hide records
                 lane.close()
             self._ready.set()
@@ -680,6 +726,7 @@ class Tracer:
     async def _shutdown(self, abandoned: bool) -> None:
         deadline = anyio.current_time() + self.drain_timeout
         self._state = "closing"
+        tracer_closed(self)
         if abandoned:
             logger.warning(
                 "spanlane: the event loop is ending with a tracer still open; draining it "

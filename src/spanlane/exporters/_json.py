@@ -80,5 +80,10 @@ def record_to_json(record: SpanRecord) -> dict[str, Any]:
         "dropped_events": record.dropped_events,
         "dropped_links": record.dropped_links,
         "resource": json_attributes(record.resource.attributes),
-        "scope": {"name": record.scope.name, "version": record.scope.version},
+        "scope": {
+            "name": record.scope.name,
+            "version": record.scope.version,
+            "schema_url": record.scope.schema_url,
+            "attributes": json_attributes(record.scope.attributes),
+        },
     }

@@ -177,13 +177,23 @@ def encode_resource(resource: Resource) -> bytes:
 
 
 def encode_scope(scope: InstrumentationScope) -> bytes:
-    """Encode an instrumentation scope as a JSON ``InstrumentationScope`` object."""
+    """Encode an instrumentation scope as a JSON ``InstrumentationScope`` object, followed by
+    the ``ScopeSpans`` member ``"schemaUrl"`` when the scope names a schema.
+
+    :func:`encode_request` puts the fragment right after ``{"scope":``, so the member that
+    follows the object belongs to the ``ScopeSpans`` object, where OTLP has it.
+    """
     out: dict[str, Any] = {}
     if scope.name:
         out["name"] = scope.name
     if scope.version:
         out["version"] = scope.version
-    return _utf8(_dumps(out))
+    if scope.attributes:
+        out["attributes"] = _attributes(scope.attributes)
+    fragment = _utf8(_dumps(out))
+    if scope.schema_url:
+        fragment += b',"schemaUrl":' + _utf8(_dumps(scope.schema_url))
+    return fragment
 
 
 def group_overhead(resource_field: bytes, scope_field: bytes) -> int:

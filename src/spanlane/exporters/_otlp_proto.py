@@ -322,16 +322,23 @@ def encode_resource(resource: Resource) -> bytes:
 
 
 def encode_scope(scope: InstrumentationScope) -> bytes:
-    """Encode an instrumentation scope as a ``ScopeSpans.scope`` field (field 1).
+    """Encode an instrumentation scope as a ``ScopeSpans.scope`` field (field 1), followed by
+    ``ScopeSpans.schema_url`` (field 3) when the scope names a schema.
 
-    ``InstrumentationScope``: name = 1, version = 2.
+    ``InstrumentationScope``: name = 1, version = 2, attributes = 3. Both are fields of
+    ``ScopeSpans``, so the fragment opens that message as it is.
     """
     body = b""
     if scope.name:
         body += _string_field(b"\x0a", scope.name)
     if scope.version:
         body += _string_field(b"\x12", scope.version)
-    return b"\x0a" + _varint(len(body)) + body
+    if scope.attributes:
+        body += b"".join(_attribute_fields(b"\x1a", scope.attributes))
+    field = b"\x0a" + _varint(len(body)) + body
+    if scope.schema_url:
+        field += _string_field(b"\x1a", scope.schema_url)
+    return field
 
 
 def group_overhead(resource_field: bytes, scope_field: bytes) -> int:
