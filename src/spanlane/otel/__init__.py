@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
         name=exc.name,
     ) from exc
 
-from ._runtime_context import RuntimeContext as RuntimeContext
+from .._otel_context import RuntimeContext as RuntimeContext
 from ._sdk import SpanProcessor as SpanProcessor
 from ._span import Span as Span
 from ._tracer import Tracer as Tracer

@@ -21,10 +21,10 @@ from opentelemetry.util import types
 
 from .._attributes import coerce_attributes
 from .._context import get_span, is_suppressed, latest_tracer, reset_span, use_span
+from .._otel_context import RuntimeContext
 from .._records import InstrumentationScope, Resource, SpanContext
 from .._tracer import Tracer as NativeTracer
 from ._convert import from_otel_kind
-from ._runtime_context import RuntimeContext
 from ._span import Span, links_of, native_span_of, note_exit, view_of
 
 __all__ = ["Tracer", "TracerProvider", "install"]
@@ -288,4 +288,3 @@ def install(tracer: NativeTracer | None = None) -> TracerProvider:
         otel_context._RUNTIME_CONTEXT = RuntimeContext()
     _PROVIDER.bind(tracer)
     return _PROVIDER
-

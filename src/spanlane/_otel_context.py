@@ -17,18 +17,23 @@ before ``opentelemetry.context`` is first imported, or call :func:`spanlane.otel
 switches at run time: contexts attached before the switch are then not visible through
 ``get_current()``, and detaching one of them logs an error (a span ended normally is still
 recorded).
+
+This module lives outside the ``spanlane.otel`` package, and imports only
+``opentelemetry.context.context`` when it is imported: the OpenTelemetry API loads the entry
+point while ``opentelemetry.context`` itself is still being imported, so anything that imports
+``opentelemetry.trace`` (as ``spanlane.otel`` does) would be a circular import at that moment.
+The rest is imported on first use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import Token
 from typing import Any, cast
 
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context
-from opentelemetry.context.context import _RuntimeContext
-from opentelemetry.trace.propagation import _SPAN_KEY
+from opentelemetry.context.context import Context, _RuntimeContext
 
-from .._context import (
+from ._context import (
     get_carried,
     get_span,
     is_suppressed,
@@ -37,12 +42,34 @@ from .._context import (
     use_carried,
     use_span,
 )
-from ._span import native_span_of, view_of
 
 __all__ = ["RuntimeContext"]
 
 _EMPTY = Context()
-_SUPPRESSED = Context({_SUPPRESS_INSTRUMENTATION_KEY: True})
+
+
+class _Late:
+    """What is imported on first use (see the module docstring)."""
+
+    span_key: str
+    suppressed: Context
+    native_span_of: Callable[[object], Any]
+    view_of: Callable[[Any], object]
+    loaded = False
+
+    @classmethod
+    def load(cls) -> type[_Late]:
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
+        from opentelemetry.trace.propagation import _SPAN_KEY
+
+        from .otel._span import native_span_of, view_of
+
+        cls.span_key = _SPAN_KEY
+        cls.suppressed = Context({_SUPPRESS_INSTRUMENTATION_KEY: True})
+        cls.native_span_of = staticmethod(native_span_of)
+        cls.view_of = staticmethod(view_of)
+        cls.loaded = True
+        return cls
 
 
 class _Attached:
@@ -59,26 +86,29 @@ class RuntimeContext(_RuntimeContext):
     """An OpenTelemetry runtime context that shares spanlane's current span."""
 
     def attach(self, context: Context) -> Token[Context]:
-        span = context.get(_SPAN_KEY)
+        late = _Late if _Late.loaded else _Late.load()
+        span = context.get(late.span_key)
         carried = use_carried(context)
-        current = use_span(native_span_of(span))
+        current = use_span(late.native_span_of(span))
         return cast("Token[Context]", _Attached(carried, current))
 
     def get_current(self) -> Context:
+        late = _Late if _Late.loaded else _Late.load()
+        key = late.span_key
         carried = get_carried()
         base = carried if type(carried) is Context else _EMPTY
         span = get_span()
         if span is None:
             if is_suppressed():
-                return _SUPPRESSED if not base else Context({**base, **_SUPPRESSED})
-            if _SPAN_KEY in base:
+                return late.suppressed if not base else Context({**base, **late.suppressed})
+            if key in base:
                 # A spanlane scope left the span the context was attached with: none is current.
-                return Context({key: value for key, value in base.items() if key != _SPAN_KEY})
+                return Context({name: value for name, value in base.items() if name != key})
             return base
-        view = view_of(span)
-        if base.get(_SPAN_KEY) is view:
+        view = late.view_of(span)
+        if base.get(key) is view:
             return base
-        return Context({**base, _SPAN_KEY: view})
+        return Context({**base, key: view})
 
     def detach(self, token: Token[Context]) -> None:
         attached = cast(Any, token)
