@@ -6,6 +6,7 @@ and its runtime context; every test here shares them, and opens its own spanlane
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -55,12 +56,14 @@ async def test_nesting_works_in_both_directions(captured: CapturedSpans) -> None
         assert trace.get_current_span().get_span_context().span_id == root.context.span_id
         with OTEL.start_as_current_span("otel child") as child:
             assert spanlane.current_span() is child.native  # type: ignore[attr-defined]
-            with tracer.span("native grandchild"):
-                with OTEL.start_as_current_span("otel great-grandchild"):
-                    pass
+            with (
+                tracer.span("native grandchild"),
+                OTEL.start_as_current_span("otel great-grandchild"),
+            ):
+                pass
     spans = by_name(await captured.flush())
     chain = ["native root", "otel child", "native grandchild", "otel great-grandchild"]
-    for parent, child_name in zip(chain, chain[1:], strict=False):
+    for parent, child_name in itertools.pairwise(chain):
         assert spans[child_name].parent_span_id == spans[parent].span_id
         assert spans[child_name].trace_id == spans["native root"].trace_id
 
@@ -232,9 +235,9 @@ async def test_propagators_agree_with_spanlane_propagation(captured: CapturedSpa
     assert carrier["traceparent"] == mine["traceparent"]
     assert carrier["traceparent"].split("-")[2] == f"{client.context.span_id:016x}"
     remote = propagate.extract({"traceparent": REMOTE})
-    with OTEL.start_as_current_span("server", context=remote, kind=trace.SpanKind.SERVER):
-        with captured.tracer.span("handler"):
-            pass
+    server = OTEL.start_as_current_span("server", context=remote, kind=trace.SpanKind.SERVER)
+    with server, captured.tracer.span("handler"):
+        pass
     spans = by_name(await captured.flush())
     assert spans["server"].trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert spans["server"].parent_span_id == 0xB7AD6B7169203331
