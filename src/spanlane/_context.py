@@ -87,21 +87,25 @@ def current_tracer() -> Tracer | None:
 # The tracers open in this process, oldest first, held weakly: what a process-wide API (the
 # OpenTelemetry bridge's global provider) uses when no tracer is current in the context.
 _open_tracers: list[weakref.ref[Tracer]] = []
+# The last of them, or None: read on every span the bridge starts, so kept ready.
+_latest: weakref.ref[Tracer] | None = None
 
 
 def tracer_opened(tracer: Tracer) -> None:
     """Note that ``tracer`` is open (called by the tracer itself)."""
-    _open_tracers.append(weakref.ref(tracer))
+    global _latest
+    entry = weakref.ref(tracer)
+    _open_tracers.append(entry)
+    _latest = entry
 
 
 def tracer_closed(tracer: Tracer) -> None:
     """Note that ``tracer`` is closing (called by the tracer itself)."""
-    for entry in list(_open_tracers):
-        if entry() is tracer or entry() is None:
-            try:
-                _open_tracers.remove(entry)
-            except ValueError:  # pragma: no cover - removed by another thread meanwhile
-                pass
+    global _latest
+    _open_tracers[:] = [
+        entry for entry in _open_tracers if entry() is not tracer and entry() is not None
+    ]
+    _latest = _open_tracers[-1] if _open_tracers else None
 
 
 def latest_tracer() -> Tracer | None:
@@ -109,8 +113,5 @@ def latest_tracer() -> Tracer | None:
     tracer = _current_tracer.get()
     if tracer is not None:
         return tracer
-    for entry in reversed(list(_open_tracers)):
-        found = entry()
-        if found is not None:
-            return found
-    return None
+    latest = _latest
+    return None if latest is None else latest()

@@ -495,9 +495,6 @@ class Span:
             rec.end_time_ns = time_ns()
         else:
             rec.end_time_ns = clamp_time(end_time_ns, sink, "end")
-        return self._seal(rec)
-
-    def _seal(self, rec: Any) -> SpanRecord:
         return seal(rec)
 
     def _mark(self, key: str) -> None:

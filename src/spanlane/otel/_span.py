@@ -38,7 +38,6 @@ class Span(trace.Span):
     def __init__(
         self,
         inner: native.Span,
-        *,
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> None:
@@ -46,6 +45,8 @@ class Span(trace.Span):
         self._context: trace.SpanContext | None = None
         self.record_exception_on_exit = record_exception
         self.set_status_on_exit = set_status_on_exception
+        # One view per span: the spanlane span keeps it, so both APIs see the same object.
+        native.set_companion(inner, self)
 
     def __repr__(self) -> str:
         return f"<spanlane.otel.Span of {self._inner!r}>"
@@ -207,7 +208,6 @@ def view_of(inner: native.Span) -> trace.Span:
         if inner is native.INVALID_SPAN:
             return trace.INVALID_SPAN
         view = Span(inner)
-        native.set_companion(inner, view)
     return view  # type: ignore[return-value]
 
 
