@@ -18,6 +18,7 @@ import spanlane
 import spanlane.asgi
 import spanlane.exporters
 import spanlane.httpx
+import spanlane.otel
 import spanlane.propagation
 import spanlane.testing
 from spanlane._version import __version__
@@ -31,6 +32,7 @@ PUBLIC_MODULES = [
     spanlane.asgi,
     spanlane.propagation,
     spanlane.httpx,
+    spanlane.otel,
 ]
 
 #: The top-level names issue 2 asks for.
