@@ -464,3 +464,22 @@ async def test_spans_started_while_shutdown_waits_for_room_are_ended_as_unfinish
     stats = tracer.stats()
     assert stats.spans_started == stats.spans_ended == 4
     assert_accounting(tracer)
+
+
+@pytest.mark.anyio
+async def test_exit_logs_one_summary_line_per_lane_that_dropped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gated = GatedExporter("small")
+    fine = MemoryExporter(name="fine")
+    with caplog.at_level(logging.WARNING, logger="spanlane"):
+        async with open_tracer(
+            spanlane.lane(gated, buffer_size=8, max_batch_size=8), fine, drain_timeout=0.2
+        ) as tracer:
+            end_spans(tracer, *(f"s{number}" for number in range(100)))
+    summaries = [r.getMessage() for r in caplog.records if "in all" in r.getMessage()]
+    assert len(summaries) == 1
+    assert summaries[0].startswith("spanlane lane 'small' dropped 100 of 100 record(s) in all: ")
+    assert "92 queue_full" in summaries[0]
+    assert "8 shutdown_timeout" in summaries[0]
+    assert tracer.stats().lanes[1].dropped == {}

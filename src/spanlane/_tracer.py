@@ -757,6 +757,26 @@ class Tracer:
                 lane.cancel()
         for lane in self._lanes:
             await lane.wait_done()
+        self._report_drops()
+
+    def _report_drops(self) -> None:
+        """One line per lane that dropped anything in the tracer's life, totals by reason.
+
+        The warnings while the tracer ran are rate-limited (one per reason every 10 s), so a
+        burst shows as "dropped 1 record(s)"; this says how many went, in all.
+        """
+        for stats in self.stats().lanes:
+            if stats.dropped:
+                totals = ", ".join(
+                    f"{count} {reason.value}" for reason, count in stats.dropped.items()
+                )
+                logger.warning(
+                    "spanlane lane %r dropped %d of %d record(s) in all: %s",
+                    stats.exporter,
+                    stats.dropped_total,
+                    stats.offered,
+                    totals,
+                )
 
     async def _end_open_spans(self, deadline: float) -> None:
         """End every span still open (or collected unended) as unfinished; past ``deadline``,
