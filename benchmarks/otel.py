@@ -123,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"  {name:16s} {medians[name]:7.0f} ns/span   "
                 f"(range {min(values):.0f}-{max(values):.0f})"
             )
-        print(f"  bridge / native  = {medians['bridge'] / medians['native']:5.2f}x  (target <= 1.5)")
+        print(
+            f"  bridge / native  = {medians['bridge'] / medians['native']:5.2f}x  (target <= 1.5)"
+        )
         print(f"  sdk / bridge     = {medians['sdk'] / medians['bridge']:5.2f}x  (target >= 5)")
         added = medians["sdk -> spanlane"] - medians["sdk"]
         print(f"  SpanProcessor direction: {added:+.0f} ns per SDK span against BatchSpanProcessor")
