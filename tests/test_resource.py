@@ -98,10 +98,12 @@ async def test_every_record_carries_the_tracers_resource() -> None:
 
 async def test_resource_attribute_values_are_coerced() -> None:
     resource = build_resource(
-        resource_attributes={"list": [1, 2], "obj": {"a": 1}, "none": None}, environ={}
+        resource_attributes={"list": [1, 2], "map": {"a": 1}, "obj": {1, 2}, "none": None},
+        environ={},
     )
     assert resource.attributes["list"] == (1, 2)
-    assert resource.attributes["obj"] == "{'a': 1}"
+    assert resource.attributes["map"] == {"a": 1}
+    assert resource.attributes["obj"] == "{1, 2}"
     assert "none" not in resource.attributes
 
 
