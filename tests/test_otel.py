@@ -10,7 +10,7 @@ import itertools
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import anyio
 import anyio.to_thread
@@ -30,7 +30,21 @@ from spanlane.testing import CapturedSpans, capture_spans
 pytestmark = pytest.mark.anyio
 
 PROVIDER = spanlane.otel.install()
+# Off again until this module's tests run (the fixture below): collection imports every test
+# module first, and the others must not see the bridge.
+spanlane.otel.uninstall()
 OTEL = trace.get_tracer("tests.otel", "1.0")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def installed() -> Iterator[None]:
+    """The bridge is on for this module only: other tests must not get spans from libraries
+    that trace through the OpenTelemetry API (FastAPI does, by itself)."""
+    spanlane.otel.install()
+    yield
+    spanlane.otel.uninstall()
+
+
 REMOTE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -382,3 +396,19 @@ def test_the_entry_point_selects_the_runtime_context() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert output.split() == ["spanlane._otel_context", "RuntimeContext"]
+
+
+async def test_uninstall_stops_recording_and_install_turns_it_on_again(
+    captured: CapturedSpans,
+) -> None:
+    spanlane.otel.uninstall()
+    try:
+        assert type(otel_context._RUNTIME_CONTEXT) is not spanlane.otel.RuntimeContext
+        span = OTEL.start_span("off")
+        assert not span.is_recording()
+        span.end()
+    finally:
+        assert spanlane.otel.install() is PROVIDER
+    with OTEL.start_as_current_span("on"):
+        pass
+    assert [record.name for record in await captured.flush()] == ["on"]

@@ -28,5 +28,14 @@ from ._span import Span as Span
 from ._tracer import Tracer as Tracer
 from ._tracer import TracerProvider as TracerProvider
 from ._tracer import install as install
+from ._tracer import uninstall as uninstall
 
-__all__ = ["RuntimeContext", "Span", "SpanProcessor", "Tracer", "TracerProvider", "install"]
+__all__ = [
+    "RuntimeContext",
+    "Span",
+    "SpanProcessor",
+    "Tracer",
+    "TracerProvider",
+    "install",
+    "uninstall",
+]

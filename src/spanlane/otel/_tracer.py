@@ -29,7 +29,7 @@ from .._tracer import Tracer as NativeTracer
 from ._convert import from_otel_kind
 from ._span import Span, links_of, native_span_of, note_exit, view_of
 
-__all__ = ["Tracer", "TracerProvider", "install"]
+__all__ = ["Tracer", "TracerProvider", "install", "uninstall"]
 
 #: Passed as ``parent=`` to start a new trace whatever span is current.
 _NO_PARENT = SpanContext(0, 0, 0)
@@ -54,6 +54,8 @@ class TracerProvider(trace.TracerProvider):
     def __init__(self, tracer: NativeTracer | None = None) -> None:
         self._bound = tracer
         self._tracers: dict[tuple[Any, ...], Tracer] = {}
+        #: False after :func:`uninstall`: spans do not record (the API keeps this provider).
+        self.enabled = True
 
     def __repr__(self) -> str:
         return f"<spanlane.otel.TracerProvider bound={self._bound!r}>"
@@ -123,8 +125,11 @@ class Tracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         """Start a span; its parent is the span in ``context`` (the current span by default)."""
-        bound = self._provider._bound
+        provider = self._provider
+        bound = provider._bound
         native = bound if bound is not None and bound.is_open else latest_tracer()
+        if not provider.enabled:
+            native = None
         if context is None:
             if type(otel_context._RUNTIME_CONTEXT) is RuntimeContext:
                 parent: Any = get_span()
@@ -304,6 +309,8 @@ class _CurrentSpan:
 
 
 _PROVIDER: TracerProvider | None = None
+# The runtime context install() replaced, for uninstall() to put back.
+_REPLACED: Any = None
 
 
 def install(tracer: NativeTracer | None = None) -> TracerProvider:
@@ -322,7 +329,7 @@ def install(tracer: NativeTracer | None = None) -> TracerProvider:
     Returns:
         The provider, also what ``opentelemetry.trace.get_tracer_provider()`` returns.
     """
-    global _PROVIDER
+    global _PROVIDER, _REPLACED
     if _PROVIDER is None:
         _PROVIDER = TracerProvider()
         trace.set_tracer_provider(_PROVIDER)
@@ -337,6 +344,24 @@ def install(tracer: NativeTracer | None = None) -> TracerProvider:
     if not _ours():
         # The runtime context is switched at run time (see RuntimeContext): what was attached
         # before this call is not visible through the new one.
+        _REPLACED = otel_context._RUNTIME_CONTEXT
         otel_context._RUNTIME_CONTEXT = RuntimeContext()
     _PROVIDER.bind(tracer)
+    _PROVIDER.enabled = True
     return _PROVIDER
+
+
+def uninstall() -> None:
+    """Undo :func:`install` as far as the OpenTelemetry API allows.
+
+    The global provider stays (the API sets it once per process) but starts only
+    non-recording spans again, and the runtime context that ``install()`` replaced is put back.
+    Useful in tests; ``install()`` turns it all on again.
+    """
+    global _REPLACED
+    if _PROVIDER is not None:
+        _PROVIDER.enabled = False
+        _PROVIDER.bind(None)
+    if _REPLACED is not None and _ours():
+        otel_context._RUNTIME_CONTEXT = _REPLACED
+        _REPLACED = None
