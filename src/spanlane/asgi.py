@@ -193,6 +193,10 @@ class _Request:
         if exc is not None:
             if failed:
                 span.set_attribute(ERROR_TYPE, exception_type(exc))
+                if self.status is None:
+                    # No response was started: whoever is outside (the server, Starlette's
+                    # ServerErrorMiddleware when added with add_middleware) answers 500.
+                    span.set_attribute(HTTP_RESPONSE_STATUS_CODE, 500)
             note_exception(span, exc)  # an error event and status, or the cancelled mark
         status = self.status
         if not failed and status is not None and server_status_is_error(status):
