@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._attributes import coerce_attributes
 from .._records import (
@@ -31,8 +31,17 @@ from ._convert import from_otel_context, from_otel_kind
 
 __all__ = ["SpanProcessor"]
 
+if TYPE_CHECKING:
+    # For type checkers it is an SDK span processor, so that the documented
+    # ``provider.add_span_processor(SpanProcessor(tracer))`` type-checks; at run time the SDK
+    # (not a dependency of the ``otel`` extra) is not imported: its provider only calls the
+    # methods below. ``unused-ignore``: where the SDK is not installed the base is Any.
+    from opentelemetry.sdk.trace import SpanProcessor as _SDKSpanProcessor
+else:
+    _SDKSpanProcessor = object
 
-class SpanProcessor:
+
+class SpanProcessor(_SDKSpanProcessor):  # type: ignore[misc, unused-ignore]
     """An OpenTelemetry SDK span processor that sends the SDK's spans to a spanlane tracer.
 
     Args:
