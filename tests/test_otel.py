@@ -354,8 +354,7 @@ async def test_spans_inside_an_exporter_do_not_record_and_suppress_instrumentati
 
 async def test_the_sdk_span_processor_sends_sdk_spans_to_the_lanes(captured: CapturedSpans) -> None:
     provider = SDKTracerProvider()
-    # Duck-typed: spanlane.otel does not import the SDK (the API is its only dependency).
-    provider.add_span_processor(spanlane.otel.SpanProcessor(captured.tracer))  # type: ignore[arg-type]
+    provider.add_span_processor(spanlane.otel.SpanProcessor(captured.tracer))
     sdk = provider.get_tracer("sdk.lib", "3.1", schema_url="https://example.invalid/schema")
     with sdk.start_as_current_span(
         "sdk parent", attributes={"a": 1, "list": [1, 2]}, kind=trace.SpanKind.SERVER
