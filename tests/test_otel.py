@@ -412,3 +412,20 @@ async def test_uninstall_stops_recording_and_install_turns_it_on_again(
     with OTEL.start_as_current_span("on"):
         pass
     assert [record.name for record in await captured.flush()] == ["on"]
+
+
+async def test_spans_tracers_and_the_provider_have_the_sdk_resource_attribute(
+    captured: CapturedSpans,
+) -> None:
+    span = OTEL.start_span("x")
+    assert span.resource is captured.tracer.resource  # type: ignore[attr-defined]
+    assert OTEL.resource is captured.tracer.resource  # type: ignore[attr-defined]
+    span.end()
+    await captured.flush()
+
+
+async def test_the_provider_resource_with_no_tracer_open_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-the-environment")
+    assert PROVIDER.resource.service_name == "from-the-environment"

@@ -68,6 +68,7 @@ __all__ = [
     "mark",
     "note_exception",
     "parent_context",
+    "resource_of",
     "seal",
     "seal_unfinished",
     "set_companion",
@@ -657,6 +658,12 @@ def parent_context(parent: object) -> SpanContext | None:
             f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}"
         )
     return context if context.is_valid else None
+
+
+def resource_of(span: Span) -> Resource:
+    """The resource a span's record carries (an empty one for a span that records nothing)."""
+    resource: Resource = span._rec.resource
+    return resource
 
 
 def companion(span: Span) -> object:

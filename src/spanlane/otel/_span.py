@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.util import types
 
 from .. import _span as native
-from .._records import Link, SpanContext, StatusCode
+from .._records import Link, Resource, SpanContext, StatusCode
 from .._runtime import is_cancellation
 from ._convert import from_otel_context, from_otel_status_code, to_otel_context, to_otel_kind
 
@@ -167,6 +167,11 @@ class Span(trace.Span):
     def end_time(self) -> int | None:
         """End time in nanoseconds since the epoch, None while open."""
         return self._inner.end_time_ns
+
+    @property
+    def resource(self) -> Resource:
+        """The resource of the tracer that records the span (as SDK spans have one)."""
+        return native.resource_of(self._inner)
 
     @property
     def status(self) -> trace.Status:

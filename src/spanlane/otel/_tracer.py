@@ -23,6 +23,7 @@ from .._attributes import coerce_attributes
 from .._context import get_span, is_suppressed, latest_tracer, reset_span, use_span
 from .._otel_context import RuntimeContext
 from .._records import InstrumentationScope, Resource, SpanContext
+from .._resource import build_resource
 from .._records import SpanKind as NativeKind
 from .._span import Span as NativeSpan
 from .._tracer import Tracer as NativeTracer
@@ -73,10 +74,15 @@ class TracerProvider(trace.TracerProvider):
         return latest_tracer()
 
     @property
-    def resource(self) -> Resource | None:
-        """The resource of the tracer spans go to now (as instrumentations read it)."""
+    def resource(self) -> Resource:
+        """The resource of the tracer spans go to now (as instrumentations read it).
+
+        With no tracer open, the resource one would have from the environment alone
+        (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``): the logging instrumentation reads
+        it once, at the first log record, which may come before any tracer is open.
+        """
         tracer = self.tracer
-        return None if tracer is None else tracer.resource
+        return build_resource() if tracer is None else tracer.resource
 
     def get_tracer(
         self,
@@ -112,6 +118,11 @@ class Tracer(trace.Tracer):
 
     def __repr__(self) -> str:
         return f"<spanlane.otel.Tracer {self.scope.name!r}>"
+
+    @property
+    def resource(self) -> Resource:
+        """The resource of the spanlane tracer its spans go to now (as SDK tracers have one)."""
+        return self._provider.resource
 
     def start_span(
         self,
