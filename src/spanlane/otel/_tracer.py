@@ -23,8 +23,8 @@ from .._attributes import coerce_attributes
 from .._context import get_span, is_suppressed, latest_tracer, reset_span, use_span
 from .._otel_context import RuntimeContext
 from .._records import InstrumentationScope, Resource, SpanContext
-from .._resource import build_resource
 from .._records import SpanKind as NativeKind
+from .._resource import build_resource
 from .._span import Span as NativeSpan
 from .._tracer import Tracer as NativeTracer
 from ._convert import from_otel_kind
