@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(
                 f"  {count:>9,} open spans: left in {elapsed:5.2f} s ({verdict}); "
                 f"ended {stats.spans_ended:,}, balanced {lane.balanced}, "
-                f"dropped {dict((reason.value, n) for reason, n in lane.dropped.items())}"
+                f"dropped { ({reason.value: n for reason, n in lane.dropped.items()}) }"
             )
 
 
