@@ -374,15 +374,45 @@ async def test_batch_is_dropped_as_retries_exhausted_after_max_attempts() -> Non
     assert inner.records == []
 
 
-async def test_export_timeout_after_retryable_failures_counts_retries_exhausted() -> None:
-    exporter = FaultyExporter(script=[Fault.transient(), Fault.hang()])
+async def test_an_attempt_that_times_out_is_retried_rather_than_dropped() -> None:
+    inner = MemoryExporter()
+    exporter = FaultyExporter(inner, [Fault.transient(), Fault.hang()])
     async with open_tracer(
         exporter, flush_interval=NEVER, export_timeout=0.05, retry=QUICK_RETRY
     ) as tracer:
         end_spans(tracer, "s0")
         await tracer.flush()
+        lane = tracer.stats().lanes[0]
+        assert lane.dropped == {}
+        assert (lane.exported, lane.retries) == (1, 2)
+        assert_accounting(tracer)
+    assert names(inner.records) == ("s0",)
+    assert len(exporter.calls) == 3
+
+
+async def test_timeouts_after_retryable_failures_count_retries_exhausted() -> None:
+    exporter = FaultyExporter(script=[Fault.transient(), Fault.hang(), Fault.hang()])
+    policy = RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.001)
+    async with open_tracer(
+        exporter, flush_interval=NEVER, export_timeout=0.05, retry=policy
+    ) as tracer:
+        end_spans(tracer, "s0")
+        await tracer.flush()
         assert dict(tracer.stats().lanes[0].dropped) == {DropReason.RETRIES_EXHAUSTED: 1}
         assert_accounting(tracer)
+
+
+async def test_a_batch_is_dropped_once_its_retry_window_has_passed() -> None:
+    # Each retry waits 0.05 s; the window allows none to start after 0.01 s.
+    policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.05, jitter=0.0, max_elapsed=0.01)
+    exporter = FaultyExporter(script=lambda index, batch: Fault.transient())
+    async with open_tracer(exporter, flush_interval=NEVER, retry=policy) as tracer:
+        end_spans(tracer, "s0")
+        await tracer.flush()
+        lane = tracer.stats().lanes[0]
+        assert dict(lane.dropped) == {DropReason.RETRIES_EXHAUSTED: 1}
+        assert lane.retries == 0
+    assert len(exporter.calls) == 1
 
 
 async def test_non_retryable_exception_drops_the_batch_as_export_failed_without_retry() -> None:
@@ -396,11 +426,12 @@ async def test_non_retryable_exception_drops_the_batch_as_export_failed_without_
         assert len(exporter.calls) == 1
 
 
-async def test_hanging_export_is_dropped_as_export_timeout() -> None:
+async def test_an_export_that_times_out_on_every_attempt_is_dropped_as_export_timeout() -> None:
     inner = MemoryExporter()
-    exporter = FaultyExporter(inner, [Fault.hang()])
+    exporter = FaultyExporter(inner, [Fault.hang(), Fault.hang()])
+    policy = RetryPolicy(max_attempts=2, initial_backoff=0.001, max_backoff=0.001)
     async with open_tracer(
-        exporter, max_batch_size=1, flush_interval=NEVER, export_timeout=0.01
+        exporter, max_batch_size=1, flush_interval=NEVER, export_timeout=0.01, retry=policy
     ) as tracer:
         end_spans(tracer, "s0", "s1")
         await tracer.flush()
