@@ -399,3 +399,24 @@ async def test_import_without_httpx_names_the_extra_to_install() -> None:
     assert caught.value.name == "httpx"
     assert isinstance(caught.value.__cause__, ModuleNotFoundError)
     assert caught.value.__cause__.name == "httpx"
+
+
+async def test_concurrent_batches_each_resume_their_own_parts(receiver: OTLPReceiver) -> None:
+    first, second = tuple(records(120)), tuple(records(120, start=1000))
+    receiver.script(Reply(), Reply(503), Reply(), Reply(503))
+    async with contextlib.aclosing(OTLPExporter(receiver.url, max_request_bytes=4096)) as exporter:
+        assert exporter.max_concurrent_exports == 4
+        for batch in (first, second):
+            with pytest.raises(RetryableExportError):
+                await exporter.export(batch)
+        # Each batch's progress is its own: the second batch did not discard the first's.
+        assert await exporter.export(first) == ExportResult()
+        assert await exporter.export(second) == ExportResult()
+    sent = [
+        span
+        for number, request in enumerate(receiver.requests)
+        if number not in (1, 3)
+        for span in request.spans
+    ]
+    assert sorted(span_ids(sent)) == sorted(r.span_id for r in first + second)
+    assert len(span_ids(sent)) == len(first) + len(second)

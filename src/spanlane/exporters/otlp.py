@@ -53,6 +53,8 @@ _MAX_RESPONSE_BYTES = 64 * 1024
 _EXCERPT_CHARS = 200
 #: The longest wait a ``Retry-After`` may ask for that is taken at face value (one day).
 _MAX_RETRY_AFTER = 86_400.0
+#: Batches whose progress the exporter remembers at most (a few lanes' worth in flight).
+_MAX_PROGRESS = 64
 
 
 class _Unset:
@@ -169,6 +171,10 @@ class OTLPExporter:
 
     #: The OTLP exporter wants finished spans only.
     wants_starts: Final = False
+    #: Batches a lane may export at once by default: an OTLP receiver takes concurrent requests
+    #: (the Collector's own exporters send with ten consumers), and each request waits for its
+    #: answer; the exporter keeps each batch's progress on its own.
+    max_concurrent_exports: Final = 4
 
     def __init__(
         self,
@@ -222,7 +228,9 @@ class OTLPExporter:
             )
         self._client: httpx.AsyncClient | None = client
         self._closed = False
-        self._progress: _Progress | None = None
+        # Per batch in flight (the lane exports several at once): how far each has got, so that
+        # a retry resumes. Keyed by the batch object's id; `matches` guards against a reused id.
+        self._progress: dict[int, _Progress] = {}
 
     # --- read-only settings ------------------------------------------------------------------
 
@@ -282,9 +290,9 @@ class OTLPExporter:
         """
         if self._closed:
             raise ExportError("the OTLP exporter is closed")
-        progress = self._progress
+        key = id(batch)
+        progress = self._progress.pop(key, None)
         if progress is None or not progress.matches(batch):
-            self._progress = None
             # Start notifications carry no end time and are not OTLP spans.
             records = [record for record in batch if record.end_time_ns is not None]
             if not records:
@@ -297,8 +305,11 @@ class OTLPExporter:
             )
             progress = _Progress(batch, encoded.parts, encoded.unencodable)
         # Kept until the batch settles, including through a cancellation by the lane, so that
-        # a retry of this batch skips requests that already succeeded.
-        self._progress = progress
+        # a retry of this batch skips requests that already succeeded. A lane that gives up on
+        # a batch never says so: the oldest entries go once there are more than a lane keeps.
+        self._progress[key] = progress
+        while len(self._progress) > _MAX_PROGRESS:
+            del self._progress[next(iter(self._progress))]
         client = self._client
         if client is None:  # aclose() ran while the batch was being encoded
             raise ExportError("the OTLP exporter is closed")
@@ -308,7 +319,7 @@ class OTLPExporter:
             raise RetryableExportError(
                 f"OTLP export to {self._where} did not finish within {self._config.timeout} s"
             )
-        self._progress = None
+        self._progress.pop(key, None)
         if progress.first_error is not None and not progress.delivered:
             raise progress.first_error
         return ExportResult(
@@ -318,7 +329,7 @@ class OTLPExporter:
     async def aclose(self) -> None:
         """Close the HTTP client, unless it was passed in; later exports raise ``ExportError``."""
         self._closed = True
-        self._progress = None
+        self._progress.clear()
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()
