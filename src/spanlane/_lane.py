@@ -239,10 +239,7 @@ class Lane:
 
     def _admit_bytes(self, record: SpanRecord) -> bool:
         """Reserve the record's estimated size under the byte bound; False if it does not fit."""
-        try:
-            size = estimate_size(record)
-        except Exception:  # a hand-built record with odd fields: count the base cost
-            size = RECORD_BYTES
+        size = _estimate(record)
         held = self._held_bytes + size
         if held > self._max_bytes:  # type: ignore[operator]
             return False
@@ -255,24 +252,31 @@ class Lane:
     @property
     def full(self) -> bool:
         """True when the lane has no room for another record (and is open)."""
-        if self._closed:
-            return False
-        if self._accepted - self._taken >= self._buffer_size:
-            return True
-        return self._max_bytes is not None and self._held_bytes >= self._max_bytes
+        return not self.has_room()
 
-    async def wait_for_room(self, deadline: float) -> None:
-        """Wait until the lane has room, closes, or ``deadline`` (anyio clock) passes.
+    def has_room(self, record: SpanRecord | None = None) -> bool:
+        """True when the lane would accept ``record`` now (any record, when None), or is
+        closed (then it would count it at once, without waiting)."""
+        if self._closed:
+            return True
+        if self._accepted - self._taken >= self._buffer_size:
+            return False
+        if self._max_bytes is None:
+            return True
+        size = 0 if record is None else _estimate(record)
+        return self._held_bytes + max(size, 1) <= self._max_bytes
+
+    async def wait_for_room(self, deadline: float, record: SpanRecord | None = None) -> None:
+        """Wait until the lane has room (for ``record``, under a byte bound), closes, or
+        ``deadline`` (anyio clock) passes.
 
         Returns at once, without a checkpoint, when there is room. The caller offers its record
-        right after, without awaiting in between, so the room found is still there. (Under a
-        byte bound, "room" means the lane is below its bound; the record itself may still not
-        fit, and is then dropped.)
+        right after, without awaiting in between, so the room found is still there.
         """
-        if not self.full:
+        if self.has_room(record):
             return
         with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
-            while self.full:
+            while not self.has_room(record):
                 if self._room is None:
                     self._room = anyio.Event()
                 await self._room.wait()
@@ -791,6 +795,13 @@ class Lane:
                 self.name,
                 ACLOSE_GRACE,
             )
+
+
+def _estimate(record: SpanRecord) -> int:
+    try:
+        return estimate_size(record)
+    except Exception:  # a hand-built record with odd fields: count the base cost
+        return RECORD_BYTES
 
 
 def _describe(exc: BaseException) -> str:

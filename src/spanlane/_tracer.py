@@ -423,12 +423,12 @@ class Tracer:
                 full = [
                     lane
                     for lane in self._wait_lanes
-                    if lane.full and now < start + lane.options.wait_timeout
+                    if not lane.has_room(record) and now < start + lane.options.wait_timeout
                 ]
                 if not full:
                     break
                 lane = full[0]
-                await lane.wait_for_room(start + lane.options.wait_timeout)
+                await lane.wait_for_room(start + lane.options.wait_timeout, record)
         finally:
             # No await between the last check and this: the room found is still there.
             self.deliver(record)
@@ -727,7 +727,7 @@ class Tracer:
             # At shutdown it is worth waiting (within the drain deadline) for room: the span
             # left open is the likeliest to explain why the program stopped.
             for lane in self._lanes:
-                await lane.wait_for_room(deadline)
+                await lane.wait_for_room(deadline, record)
             self.deliver(record)
             steps += 1
             if steps % _UNFINISHED_PER_STEP == 0:
