@@ -70,10 +70,11 @@ class Receiver:
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    import spanlane
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    import spanlane
     from spanlane.exporters.otlp import OTLPExporter
 
     mine, theirs = Receiver(), Receiver()

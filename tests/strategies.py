@@ -12,7 +12,6 @@ a program runs (see ``materialize`` in ``tests/fuzz/interpreter.py``).
 from __future__ import annotations
 
 import asyncio
-
 import enum
 from collections.abc import Sequence
 from typing import Literal
@@ -551,9 +550,7 @@ def cases(
     program = draw(programs(mid_program_exit=mid_program_exit))
     # Every span may send a start and an end record down a lane.
     budget = 2 * program.max_spans if lossless else None
-    config = draw(
-        tracer_configs(lossless_for=budget, redeliver=redeliver, concurrent=concurrent)
-    )
+    config = draw(tracer_configs(lossless_for=budget, redeliver=redeliver, concurrent=concurrent))
     return Case(config=config, program=program)
 
 

@@ -24,9 +24,9 @@ from spanlane import (
     open_tracer,
 )
 from spanlane.exporters import (
-    ExportResult,
     ConsoleExporter,
     Exporter,
+    ExportResult,
     JSONLinesExporter,
     MemoryExporter,
     record_to_json,

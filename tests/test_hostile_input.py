@@ -97,7 +97,9 @@ async def _one(**span_options: Any) -> tuple[SpanRecord, spanlane.Stats]:
 
 
 @pytest.mark.parametrize(
-    "value", ["ok", "OK", 3, -1, None, 1.0, object()], ids=["ok", "OK", "3", "-1", "None", "float", "object"]
+    "value",
+    ["ok", "OK", 3, -1, None, 1.0, object()],
+    ids=["ok", "OK", "3", "-1", "None", "float", "object"],
 )
 async def test_set_status_with_a_bad_code_is_ignored_and_counted(value: object) -> None:
     async with capture_spans() as captured:
@@ -188,9 +190,8 @@ async def test_an_exception_class_with_a_strange_module_does_not_replace_the_bod
 ) -> None:
     error = cls("odd")
     async with capture_spans() as captured:
-        with pytest.raises(cls) as caught:
-            with captured.tracer.span("x"):
-                raise error
+        with pytest.raises(cls) as caught, captured.tracer.span("x"):
+            raise error
         (record,) = await captured.flush()
     assert caught.value is error
     assert record.events[0].attributes["exception.type"] == cls.__qualname__
@@ -205,9 +206,8 @@ class Unprintable(Exception):
 async def test_an_exception_whose_str_raises_a_base_exception_is_still_recorded() -> None:
     error = Unprintable()
     async with capture_spans() as captured:
-        with pytest.raises(Unprintable) as caught:
-            with captured.tracer.span("x"):
-                raise error
+        with pytest.raises(Unprintable) as caught, captured.tracer.span("x"):
+            raise error
         (record,) = await captured.flush()
     assert caught.value is error
     assert record.events[0].attributes["exception.message"] == "<unprintable Unprintable>"
@@ -286,7 +286,9 @@ async def test_ended_span_setters_and_a_non_exception_record_exception_never_rai
 # --- 6. bad timestamps and ids are fixed when the span is made, not at export -----------------
 
 
-@pytest.mark.parametrize("value", [-1, -(2**70), 2**64, 2**200], ids=["-1", "-2^70", "2^64", "2^200"])
+@pytest.mark.parametrize(
+    "value", [-1, -(2**70), 2**64, 2**200], ids=["-1", "-2^70", "2^64", "2^200"]
+)
 async def test_out_of_range_timestamps_are_clamped_and_counted(value: int) -> None:
     async with capture_spans() as captured:
         span = captured.tracer.start_span("x", start_time_ns=value)
@@ -396,7 +398,7 @@ async def test_the_console_prints_a_1200_deep_parent_chain() -> None:
     assert lane.exported == 1200
     assert lane.dropped == {}
     assert out.getvalue().count("s1199") == 1
-    assert 1200 > sys.getrecursionlimit() // 2  # deep enough that recursion would have failed
+    assert sys.getrecursionlimit() // 2 < 1200  # deep enough that recursion would have failed
 
 
 async def test_a_non_recording_span_carries_its_context_and_can_be_a_parent() -> None:

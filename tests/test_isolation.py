@@ -46,7 +46,15 @@ BASE_EXCEPTIONS: list[Callable[[], BaseException]] = [
     lambda: MemoryError("pretend"),
     lambda: RecursionError("deep"),
 ]
-IDS = ["KeyboardInterrupt", "SystemExit", "GeneratorExit", "custom", "foreign-cancel", "Memory", "Recursion"]
+IDS = [
+    "KeyboardInterrupt",
+    "SystemExit",
+    "GeneratorExit",
+    "custom",
+    "foreign-cancel",
+    "Memory",
+    "Recursion",
+]
 
 
 class AwaitsACancelledFuture(BaseExporter):
@@ -105,7 +113,7 @@ async def test_an_exporter_raising_never_cancels_the_body_or_changes_its_excepti
                     pass
                 # Awaits in the body: a cancellation leaking from the worker would land here.
                 await tracer.flush()
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             raise body
     assert caught.value is body
     assert tracer.stats().lanes[0].dropped == {DropReason.EXPORT_FAILED: 5}
@@ -125,7 +133,7 @@ async def test_a_real_foreign_cancellation_on_asyncio_fails_only_its_batch(
         with tracer.span("kept"):
             pass
         await tracer.flush()
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
     lane = tracer.stats().lanes[0]
     assert lane.dropped == {DropReason.EXPORT_FAILED: 1}
     assert lane.exported == 1
@@ -226,7 +234,7 @@ async def test_spans_started_inside_an_exporter_do_not_record() -> None:
             pass
         await tracer.flush()
         for _ in range(10):
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
     assert exporter.exports == 1
     assert tracer.stats().spans_started == 1
 

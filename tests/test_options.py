@@ -21,7 +21,11 @@ pytestmark = pytest.mark.anyio
 async def test_lane_options_defaults_are_the_documented_ones() -> None:
     options = LaneOptions()
     assert (options.buffer_size, options.max_batch_size) == (2048, 512)
-    assert (options.flush_interval, options.wait_timeout, options.export_timeout) == (1.0, 1.0, 10.0)
+    assert (options.flush_interval, options.wait_timeout, options.export_timeout) == (
+        1.0,
+        1.0,
+        10.0,
+    )
     assert options.on_full == "drop"
     assert options.retry == RetryPolicy()
 
@@ -63,7 +67,9 @@ async def test_a_lane_overrides_only_the_fields_it_sets() -> None:
         flush_interval=0.5,
     )
     fast_lane, slow_lane = lanes_of(tracer)
-    assert fast_lane.options == LaneOptions(buffer_size=4096, max_batch_size=256, flush_interval=0.5)
+    assert fast_lane.options == LaneOptions(
+        buffer_size=4096, max_batch_size=256, flush_interval=0.5
+    )
     assert slow_lane.options == LaneOptions(
         buffer_size=100_000, max_batch_size=256, flush_interval=0.5, export_timeout=60
     )

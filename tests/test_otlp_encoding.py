@@ -324,3 +324,67 @@ def test_any_record_round_trips_through_the_official_definitions(
     if record.status.description == "":
         record = attrs.evolve(record, status=Status(record.status.code))
     check_span(span, record)
+
+
+# --- large spans: encoded in pieces, kept in chunks ---------------------------------------------
+
+
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What counts as large, scaled down so that tests stay small."""
+    monkeypatch.setattr(_otlp_proto, "LARGE_CHARS", 1000)
+    monkeypatch.setattr(_otlp_proto, "LARGE_ITEMS", 100)
+    monkeypatch.setattr(_otlp_proto, "LARGE_EVENTS", 100)
+    monkeypatch.setattr(_otlp_proto, "CHUNK_BYTES", 4096)
+
+
+def _large_records() -> list[SpanRecord]:
+    return [
+        full_record(attributes={"prompt": "ab✓" * 3000, "n": 1}),
+        full_record(attributes={"list": tuple(range(5000)), "words": tuple(["w"] * 3000)}),
+        full_record(
+            events=tuple(
+                Event(f"e{i}", 1_700_000_000_000_000_000 + i, {"i": i}) for i in range(1200)
+            )
+        ),
+        full_record(events=(Event("big", 1, {"text": "t" * 300_000}),)),
+        full_record(attributes={"nested": ("x" * 300_000, "y")}),
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("small_limits")
+async def test_a_large_span_is_encoded_in_pieces_to_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses = 0
+
+    async def pause() -> None:
+        nonlocal pauses
+        pauses += 1
+
+    for record in _large_records():
+        with pytest.raises(_otlp_proto.LargeValue):
+            _otlp_proto.encode_span(record)
+        rope = await _otlp_proto.encode_span_sliced(record, pause)
+        assert all(len(chunk) <= 300_100 for chunk in rope.chunks)
+        with monkeypatch.context() as unlimited:
+            unlimited.setattr(_otlp_proto, "LARGE_CHARS", 1 << 30)
+            unlimited.setattr(_otlp_proto, "LARGE_ITEMS", 1 << 30)
+            unlimited.setattr(_otlp_proto, "LARGE_EVENTS", 1 << 30)
+            assert b"".join(rope.chunks) == _otlp_proto.encode_span(record)
+    assert pauses > 10
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("small_limits")
+async def test_a_batch_with_a_large_span_round_trips_as_a_rope() -> None:
+    records = [full_record(span_id=1), *_large_records(), full_record(span_id=2)]
+    encoded = await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 30, gzip=True)
+    (part,) = encoded.parts
+    assert isinstance(part.body, _otlp_proto.Rope)
+    body = gzip.decompress(b"".join(part.body.chunks))
+    spans = decode(body, PROTOBUF).resource_spans[0].scope_spans[0].spans
+    assert len(spans) == len(records)
+    for span, record in zip(spans, records, strict=True):
+        check_span(span, record)

@@ -25,7 +25,7 @@ from otlp_receiver import (
 )
 from spanlane._exceptions import ExportError, RetryableExportError
 from spanlane._records import SpanKind, SpanRecord
-from spanlane.exporters import ExportResult
+from spanlane.exporters import ExportResult, _otlp_proto
 from spanlane.exporters.otlp import OTLPExporter
 
 pytestmark = pytest.mark.anyio
@@ -420,3 +420,21 @@ async def test_concurrent_batches_each_resume_their_own_parts(receiver: OTLPRece
     ]
     assert sorted(span_ids(sent)) == sorted(r.span_id for r in first + second)
     assert len(span_ids(sent)) == len(first) + len(second)
+
+
+@pytest.mark.parametrize("compression", ["gzip", None])
+async def test_a_huge_span_is_streamed_in_chunks_and_arrives_whole(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch, compression: str | None
+) -> None:
+    # Scaled down: "huge" from 1000 characters on, kept in chunks of 4 KiB.
+    monkeypatch.setattr(_otlp_proto, "LARGE_CHARS", 1000)
+    monkeypatch.setattr(_otlp_proto, "CHUNK_BYTES", 4096)
+    batch = [full_record(span_id=1), full_record(span_id=2, attributes={"prompt": "p✓" * 40_000})]
+    exporter = OTLPExporter(receiver.url, compression=compression)  # type: ignore[arg-type]
+    async with contextlib.aclosing(exporter):
+        assert await exporter.export(batch) == ExportResult()
+    (request,) = receiver.requests
+    assert "transfer-encoding" not in request.headers
+    assert int(request.headers["content-length"]) == len(request.raw)
+    for span, record in zip(request.spans, batch, strict=True):
+        check_span(span, record)

@@ -83,7 +83,9 @@ def test_a_plain_record_is_two_untracked_values() -> None:
         pytest.param({"events": [1]}, id="events-a-list"),
     ],
 )
-def test_a_record_that_cannot_be_packed_faithfully_stays_as_it_is(changes: dict[str, object]) -> None:
+def test_a_record_that_cannot_be_packed_faithfully_stays_as_it_is(
+    changes: dict[str, object],
+) -> None:
     record = attrs.evolve(full_record(), **changes)
     assert pack(record, PackTable()) is record
 

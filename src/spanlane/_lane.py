@@ -40,7 +40,7 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from types import MappingProxyType
 from typing import Any
 
@@ -166,7 +166,7 @@ class Lane:
         self._next_call = 0  # the seq whose export() may start next
         self._skipped: set[int] = set()  # seqs of export tasks that ended before their turn
         self._flight_group: TaskGroup | None = None
-        self._fly_call: Callable[[Flight], Awaitable[None]] = self._fly
+        self._fly_call: Callable[[Flight], Coroutine[Any, Any, None]] = self._fly
 
         self._cancel_scope: anyio.CancelScope
         self._done: anyio.Event
@@ -428,7 +428,7 @@ class Lane:
         self._running = True
         # Export tasks are KeyboardInterrupt-protected on trio, as the dispatcher is: a real
         # Ctrl-C goes to the application, never into an exporter.
-        self._fly_call = ki_protected(self._fly)
+        self._fly_call = ki_protected(self._fly)  # type: ignore[assignment]
         try:
             with self._cancel_scope:
                 async with anyio.create_task_group() as flights:
@@ -668,9 +668,7 @@ class Lane:
                     result = await self._export_call(batch)
                 except RetryableExportError as exc:
                     retry_after = _retry_after(exc)
-                    logger.debug(
-                        "spanlane lane %r: attempt failed: %s", self.name, _describe(exc)
-                    )
+                    logger.debug("spanlane lane %r: attempt failed: %s", self.name, _describe(exc))
                 except BaseException as exc:
                     if is_cancellation(exc) and self._own_cancellation(attempt_scope):
                         raise
@@ -689,7 +687,9 @@ class Lane:
             failures += 1
             if attempt_scope.cancelled_caught:
                 timeouts += 1
-            reason = DropReason.EXPORT_TIMEOUT if timeouts == failures else DropReason.RETRIES_EXHAUSTED
+            reason = (
+                DropReason.EXPORT_TIMEOUT if timeouts == failures else DropReason.RETRIES_EXHAUSTED
+            )
             if policy.max_attempts is not None and failures >= policy.max_attempts:
                 self._settle(flight, reason, f"{failures} failed attempt(s)")
                 return
@@ -711,9 +711,7 @@ class Lane:
         That is: the drain deadline or ``export_timeout`` fired, or (asyncio) something asked to
         cancel the task itself, such as the event loop shutting down.
         """
-        return (
-            self._cancel_scope.cancel_called or attempt_scope.cancel_called or cancel_requested()
-        )
+        return self._cancel_scope.cancel_called or attempt_scope.cancel_called or cancel_requested()
 
     def _settle(
         self,

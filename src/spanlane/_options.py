@@ -34,9 +34,7 @@ def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: 
         raise ValueError(f"{attribute.name} must be finite, got {value!r}")
 
 
-def _positive_int_or_none(
-    instance: object, attribute: attrs.Attribute[Any], value: object
-) -> None:
+def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and (type(value) is not int or value <= 0):
         raise ValueError(f"{attribute.name} must be None or a positive int, got {value!r}")
 

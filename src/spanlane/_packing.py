@@ -91,7 +91,7 @@ class PackTable:
 
 
 def _is_u64(value: object) -> bool:
-    return type(value) is int and 0 <= value <= _LOW64  # type: ignore[operator]
+    return type(value) is int and 0 <= value <= _LOW64
 
 
 def _pack_mapping(
@@ -101,13 +101,13 @@ def _pack_mapping(
         return (), ()
     if type(attributes) is not MappingProxyType and type(attributes) is not dict:
         return None
-    mapping: Mapping[str, object] = attributes  # type: ignore[assignment]
+    mapping: Mapping[str, object] = attributes
     if not mapping:
         return (), ()
     return table.keys(tuple(mapping)), tuple(mapping.values())
 
 
-def _pack_extras(record: SpanRecord, table: PackTable) -> tuple[Any, ...] | None | bool:
+def _pack_extras(record: SpanRecord, table: PackTable) -> tuple[Any, ...] | bool | None:
     """Events, links, status and trace state, packed; None when all are defaults; False when
     one of them cannot be packed faithfully."""
     events = record.events
@@ -120,7 +120,11 @@ def _pack_extras(record: SpanRecord, table: PackTable) -> tuple[Any, ...] | None
         return False
     packed_events = []
     for event in events:
-        if type(event) is not Event or type(event.name) is not str or type(event.time_ns) is not int:
+        if (
+            type(event) is not Event
+            or type(event.name) is not str
+            or type(event.time_ns) is not int
+        ):
             return False
         mapping = _pack_mapping(event.attributes, table)
         if mapping is None or type(event.dropped_attributes) is not int:
@@ -166,7 +170,7 @@ def pack(record: SpanRecord, table: PackTable) -> tuple[Any, ...] | SpanRecord:
         trace_id = record.trace_id
         parent = record.parent_span_id
         end = record.end_time_ns
-        kind = _KIND_VALUE.get(record.kind)  # type: ignore[call-overload]
+        kind = _KIND_VALUE.get(record.kind)
         flags = record.trace_flags
         remote = record.parent_is_remote
         if (

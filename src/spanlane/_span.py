@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
-from weakref import ref as _ref
 from time import time_ns
 from time import time_ns as _clock_ns  # add_event's time_ns parameter hides the name
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
+from weakref import ref as _ref
 
 from ._attributes import SpanLimits, coerce_attributes, coerce_value, freeze
 from ._context import get_span, reset_span, use_span
@@ -60,11 +60,11 @@ __all__ = [
     "NonRecordingSpan",
     "Span",
     "SpanSink",
+    "abandon",
     "clamp_time",
     "current_span",
-    "abandon",
-    "mark",
     "make_links",
+    "mark",
     "note_exception",
     "parent_context",
     "seal",
@@ -613,7 +613,9 @@ def parent_context(parent: object) -> SpanContext | None:
     elif isinstance(parent, SpanContext):
         context = parent
     else:
-        raise TypeError(f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}")
+        raise TypeError(
+            f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}"
+        )
     return context if context.is_valid else None
 
 

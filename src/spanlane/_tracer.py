@@ -862,4 +862,3 @@ def span(
 def lanes_of(tracer: Tracer) -> Sequence[Lane]:
     """The tracer's lanes (for spanlane's own tests and tools)."""
     return tracer._lanes
-

@@ -232,8 +232,7 @@ def check_order(outcome: Outcome) -> None:
                 _require(
                     prop,
                     open_calls <= lane.concurrency,
-                    f"{name}: {open_calls} exports in flight, the lane allows "
-                    f"{lane.concurrency}",
+                    f"{name}: {open_calls} exports in flight, the lane allows {lane.concurrency}",
                 )
                 if lane.concurrency == 1:
                     _require(

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from types import MappingProxyType, TracebackType
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 import trio
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyFailure
-
-import attrs
 
 import spanlane._lane
 import spanlane._tracer

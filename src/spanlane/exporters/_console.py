@@ -69,7 +69,8 @@ def render_trace(records: Sequence[SpanRecord]) -> str:
         below = children.get(record.span_id, [])
         inner = prefix + ("   " if last else "│  ")
         stack.extend(
-            (child, inner, index == len(below) - 1) for index, child in reversed(list(enumerate(below)))
+            (child, inner, index == len(below) - 1)
+            for index, child in reversed(list(enumerate(below)))
         )
     # Spans in a cycle of parent ids never hang from a root: draw them at the top level.
     for record in records:

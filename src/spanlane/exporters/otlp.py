@@ -13,19 +13,21 @@ import operator
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timezone
 from typing import Final, Literal
 
 import anyio
+import anyio.lowlevel
 
 from .._exceptions import ExportError, RetryableExportError
 from .._records import SpanRecord
 from .._version import __version__
 from . import _otlp_proto
-from ._otlp_config import OTLPConfig, redact_url, resolve_config
 from ._base import ExportResult
+from ._otlp_config import OTLPConfig, redact_url, resolve_config
 from ._otlp_encode import JSON, PROTOBUF, Part, encode_batch
+from ._otlp_proto import Rope
 
 # httpx comes with the otlp extra; say so rather than fail with a bare ModuleNotFoundError.
 try:
@@ -359,12 +361,23 @@ class OTLPExporter:
 
     async def _post(self, client: httpx.AsyncClient, part: Part) -> int:
         """POST one part; return the spans rejected by a partial success."""
+        body = part.body
+        headers = self._request_headers
+        content: bytes | AsyncIterator[bytes]
+        if type(body) is Rope:
+            # A huge request is streamed chunk by chunk, with its length given (no chunked
+            # transfer encoding), rather than joined into one bytes on the event loop.
+            content = _stream(body)
+            headers = httpx.Headers(headers)
+            headers["Content-Length"] = str(body.size)
+        else:
+            content = body  # type: ignore[assignment]
         try:
             async with client.stream(
                 "POST",
                 self._config.endpoint,
-                content=part.body,
-                headers=self._request_headers,
+                content=content,
+                headers=headers,
                 follow_redirects=False,
                 timeout=self._config.timeout,
             ) as response:
@@ -458,6 +471,12 @@ class OTLPExporter:
             text = text.replace(secret, "[redacted]")
         text = re.sub(r"\s+", " ", text).strip()
         return "".join(ch if ch.isprintable() else "?" for ch in text[:_EXCERPT_CHARS])
+
+
+async def _stream(rope: Rope) -> AsyncIterator[bytes]:
+    for chunk in rope.chunks:
+        yield chunk
+        await anyio.lowlevel.checkpoint()
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
