@@ -811,12 +811,13 @@ async def test_records_packed_while_they_wait_reach_the_exporter_unchanged() -> 
             offered.append(span._rec)
         await anyio.wait_all_tasks_blocked()
         lane = lanes_of(tracer)[0]
-        assert len(lane._packed) == 5
-        # Packed records are tuples of untracked values: each collection stops tracking one
-        # level of nested tuples (an event's key tuple, the event, the events, the record).
-        for _ in range(5):
+        assert lane._packed_count == 5
+        # Packed records are tuples of untracked values, in blocks: each collection stops
+        # tracking one level of nested tuples (an event's keys, the event, the events, the
+        # record, its block).
+        for _ in range(7):
             gc.collect()
-        assert not any(gc.is_tracked(item) for item in lane._packed)
+        assert not any(gc.is_tracked(block) for block in lane._packed)
         assert_accounting(tracer)
         exporter.gate.set()
         await tracer.flush()

@@ -72,6 +72,8 @@ ACLOSE_GRACE = 1.0
 #: (about 0.6 us a record) plus unpacking (about 1 us) would be wasted on records that leave
 #: within milliseconds.
 COMPACT_AT = 2048
+#: Packed records per block (one tuple, which the garbage collector does not look into).
+PACK_BLOCK = 256
 #: Seconds the dispatcher (packing) or an export task (unpacking) works before it yields.
 SLICE_SECONDS = 0.001
 #: Records packed or unpacked between two looks at the clock.
@@ -151,11 +153,17 @@ class Lane:
         self._rng = random.Random()
         self._compact_at = COMPACT_AT
 
-        # The queue: packed records (the oldest) before fresh ones, as offered; one size per
-        # queued record when the lane has a byte bound.
+        # The queue: packed records (the oldest) before fresh ones, as offered. Packed records
+        # are kept in blocks (tuples) of PACK_BLOCK: a collection never looks into an untracked
+        # tuple, while it would visit every item of one big deque. One size per queued record
+        # when the lane has a byte bound, in blocks alongside for packed ones.
         self._queue: deque[Any] = deque()
-        self._packed: deque[Any] = deque()
         self._sizes: deque[int] = deque()
+        self._packed: deque[tuple[tuple[Any, ...], tuple[int, ...]]] = deque()
+        self._packed_count = 0
+        self._head: tuple[Any, ...] = ()  # the block being taken from, and its sizes
+        self._head_sizes: tuple[int, ...] = ()
+        self._head_pos = 0
         self._table = PackTable()
         # The batch being formed, and the batches in flight (by seq, oldest first).
         self._forming: list[Any] = []
@@ -361,7 +369,7 @@ class Lane:
 
     def buffer_used(self) -> int:
         """What the queue itself holds (a cross-check for ``queued``)."""
-        return len(self._queue) + len(self._packed)
+        return len(self._queue) + self._packed_count
 
     # --- flush and close ---------------------------------------------------------------------
 
@@ -517,19 +525,25 @@ class Lane:
             self._wake_at = math.inf
 
     async def _compact(self) -> None:
-        """Pack the fresh part of the queue, in slices of :data:`SLICE_SECONDS`."""
-        queue, packed, table = self._queue, self._packed, self._table
+        """Pack the fresh part of the queue into blocks, in slices of :data:`SLICE_SECONDS`.
+
+        Only this task takes records from the queue, so what was there when packing began is
+        still there at every step; records offered meanwhile wait for the next round.
+        """
+        queue, sizes, table = self._queue, self._sizes, self._table
+        bounded = self._max_bytes is not None
         deadline = time.perf_counter() + SLICE_SECONDS
         count = len(queue)
         while count > 0:
-            for _ in range(min(count, _CLOCK_EVERY)):
-                packed.append(pack(queue.popleft(), table))
-            count -= _CLOCK_EVERY
+            size = min(count, PACK_BLOCK)
+            popleft = queue.popleft
+            block = tuple([pack(popleft(), table) for _ in range(size)])
+            block_sizes = tuple([sizes.popleft() for _ in range(size)]) if bounded else ()
+            self._packed.append((block, block_sizes))
+            self._packed_count += size
+            count -= size
             if count > 0 and time.perf_counter() >= deadline:
                 await checkpoint()
-                # Records may have been taken meanwhile (no: only this task takes), or more
-                # offered; pack what was there when packing began.
-                count = min(count, len(queue))
                 deadline = time.perf_counter() + SLICE_SECONDS
 
     def _fill(self) -> None:
@@ -539,23 +553,38 @@ class Lane:
         if room <= 0:
             return
         taken = 0
-        packed = self._packed
-        while packed and taken < room:
-            forming.append(packed.popleft())
-            taken += 1
+        nbytes = 0
+        bounded = self._max_bytes is not None
+        while taken < room and self._packed_count:
+            position = self._head_pos
+            if position >= len(self._head):
+                self._head, self._head_sizes = self._packed.popleft()
+                position = 0
+            end = min(position + room - taken, len(self._head))
+            forming.extend(self._head[position:end])
+            if bounded:
+                nbytes += sum(self._head_sizes[position:end])
+            taken += end - position
+            self._packed_count -= end - position
+            self._head_pos = end
+        if self._head_pos >= len(self._head) and self._head:
+            self._head, self._head_sizes, self._head_pos = (), (), 0
         queue = self._queue
-        while queue and taken < room:
-            forming.append(queue.popleft())
-            taken += 1
+        fresh = min(room - taken, len(queue))
+        if fresh:
+            popleft = queue.popleft
+            forming.extend([popleft() for _ in range(fresh)])
+            if bounded:
+                sizes = self._sizes
+                nbytes += sum([sizes.popleft() for _ in range(fresh)])
+            taken += fresh
         if taken:
+            self._forming_bytes += nbytes
             self._take(taken)
 
     def _take(self, count: int) -> None:
         self._taken += count
         self._in_flight += count
-        if self._max_bytes is not None:
-            sizes = self._sizes
-            self._forming_bytes += sum(sizes.popleft() for _ in range(count))
         self._notify_room()
 
     def _due(self) -> bool:
@@ -760,13 +789,18 @@ class Lane:
             self._forming_bytes = 0
             self._count_drop(DropReason.SHUTDOWN_TIMEOUT, forming, "drain_timeout expired")
         self.close()
-        leftover = len(self._queue) + len(self._packed)
+        leftover = len(self._queue) + self._packed_count
         if leftover:
+            if self._max_bytes is not None:
+                held = sum(self._sizes) + sum(self._head_sizes[self._head_pos :])
+                held += sum(sum(block_sizes) for _, block_sizes in self._packed)
+                self._held_bytes -= held
             self._queue.clear()
-            self._packed.clear()
-            self._taken += leftover
-            self._held_bytes -= sum(self._sizes)
             self._sizes.clear()
+            self._packed.clear()
+            self._packed_count = 0
+            self._head, self._head_sizes, self._head_pos = (), (), 0
+            self._taken += leftover
             self._count_drop(DropReason.SHUTDOWN_TIMEOUT, leftover, "drain_timeout expired")
         self._notify_progress()
 
