@@ -174,6 +174,7 @@ class Lane:
         self._next_call = 0  # the seq whose export() may start next
         self._skipped: set[int] = set()  # seqs of export tasks that ended before their turn
         self._flight_group: TaskGroup | None = None
+        self._unpacking: anyio.Lock | None = None  # export tasks unpack one at a time
         self._fly_call: Callable[[Flight], Coroutine[Any, Any, None]] = self._fly
 
         self._cancel_scope: anyio.CancelScope
@@ -661,6 +662,14 @@ class Lane:
         items = flight.items
         if not any(type(item) is tuple for item in items):
             return tuple(items)
+        # One export task at a time, so that several tasks' slices do not fill one turn of the
+        # loop between them.
+        if self._unpacking is None:
+            self._unpacking = anyio.Lock()
+        async with self._unpacking:
+            return await self._unpack(items)
+
+    async def _unpack(self, items: list[Any]) -> tuple[SpanRecord, ...]:
         shared = self._table.objects
         records: list[SpanRecord] = []
         deadline = time.perf_counter() + SLICE_SECONDS

@@ -110,7 +110,7 @@ def _coalesce(pieces: Sequence[bytes | Rope]) -> list[bytes]:
     for piece in pieces:
         parts = piece.chunks if isinstance(piece, Rope) else (piece,)
         for part in parts:
-            if len(part) >= CHUNK_BYTES:
+            if len(part) >= CHUNK_BYTES // 4:  # big enough to stand alone: never copied
                 if pending:
                     chunks.append(b"".join(pending))
                     pending, size = [], 0
@@ -456,15 +456,21 @@ async def _any_value_chunks(value: object, pause: Pause) -> list[bytes]:
             await pause()
         return _wrap(b"\x0a", chunks)
     items: Sequence[object] = value  # type: ignore[assignment] # a tuple or list
-    chunks = []
+    chunks: list[bytes] = []
     for start in range(0, len(items), LARGE_ITEMS):
+        small: list[bytes] = []  # the elements of this slice, joined into one chunk
         for item in items[start : start + LARGE_ITEMS]:
             try:
                 body = _any_value(item)
             except LargeValue:
+                if small:
+                    chunks.append(b"".join(small))
+                    small = []
                 chunks += _wrap(b"\x0a", await _any_value_chunks(item, pause))
             else:
-                chunks.append(b"\x0a" + _varint(len(body)) + body)
+                small.append(b"\x0a" + _varint(len(body)) + body)
+        if small:
+            chunks.append(b"".join(small))
         await pause()
     return _wrap(b"\x2a", _coalesce(chunks))
 

@@ -233,6 +233,10 @@ class OTLPExporter:
         # Per batch in flight (the lane exports several at once): how far each has got, so that
         # a retry resumes. Keyed by the batch object's id; `matches` guards against a reused id.
         self._progress: dict[int, _Progress] = {}
+        # Encoding is CPU work on the event loop, in 1 ms slices: batches in flight at once
+        # encode one at a time, so that their slices do not pile up in one turn of the loop
+        # (concurrency pays off while requests wait for answers, not while encoding).
+        self._encoding: anyio.Lock | None = None
 
     # --- read-only settings ------------------------------------------------------------------
 
@@ -299,12 +303,15 @@ class OTLPExporter:
             records = [record for record in batch if record.end_time_ns is not None]
             if not records:
                 return ExportResult()
-            encoded = await encode_batch(
-                records,
-                self._codec,
-                self._max_request_bytes,
-                gzip=self._config.compression == "gzip",
-            )
+            if self._encoding is None:
+                self._encoding = anyio.Lock()
+            async with self._encoding:
+                encoded = await encode_batch(
+                    records,
+                    self._codec,
+                    self._max_request_bytes,
+                    gzip=self._config.compression == "gzip",
+                )
             progress = _Progress(batch, encoded.parts, encoded.unencodable)
         # Kept until the batch settles, including through a cancellation by the lane, so that
         # a retry of this batch skips requests that already succeeded. A lane that gives up on
