@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 from hypothesis import strategies as st
@@ -152,7 +152,7 @@ class TracerConfig:
     #: library's default (which no drawn program reaches).
     compact_at: int | None = None
 
-    def options(self) -> dict[str, object]:
+    def options(self) -> dict[str, Any]:
         """Keyword arguments for ``open_tracer()``."""
         return {
             "buffer_size": self.buffer_size,

@@ -193,7 +193,7 @@ async def test_exit_is_bounded_when_aclose_and_export_both_hang() -> None:
 @pytest.mark.anyio
 async def test_using_a_tracer_with_a_plain_with_says_to_use_async_with() -> None:
     tracer = open_tracer(MemoryExporter())
-    with pytest.raises(TypeError, match="async with"), tracer:  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="async with"), tracer:
         pass  # pragma: no cover
 
 

@@ -252,7 +252,7 @@ async def test_lane_counts_a_left_out_record_as_unencodable(tmp_path: Path) -> N
 
         name = "poisoning"
 
-        async def export(self, batch: Sequence[SpanRecord]) -> int:
+        async def export(self, batch: Sequence[SpanRecord]) -> object:
             bad = attrs.evolve(batch[0], attributes={"object": object()})  # type: ignore[dict-item]
             return await jsonl.export([bad, *batch[1:]])
 

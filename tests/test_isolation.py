@@ -106,8 +106,10 @@ async def test_an_exporter_raising_never_cancels_the_body_or_changes_its_excepti
         pass
 
     body = BodyError("the body's own")
-    with anyio.fail_after(HANG_GUARD), pytest.raises(BodyError) as caught:
-        async with open_tracer(exporter, max_batch_size=1, flush_interval=0.001) as tracer:
+    tracer = open_tracer(exporter, max_batch_size=1, flush_interval=0.001)
+
+    async def run_body() -> None:
+        async with tracer:
             for _ in range(5):
                 with tracer.span("x"):
                     pass
@@ -115,6 +117,9 @@ async def test_an_exporter_raising_never_cancels_the_body_or_changes_its_excepti
                 await tracer.flush()
                 await anyio.lowlevel.checkpoint()
             raise body
+
+    with anyio.fail_after(HANG_GUARD), pytest.raises(BodyError) as caught:
+        await run_body()
     assert caught.value is body
     assert tracer.stats().lanes[0].dropped == {DropReason.EXPORT_FAILED: 5}
 

@@ -121,7 +121,7 @@ async def test_on_full_wait_applies_per_lane() -> None:
             tg.start_soon(release)
             async with tracer.span("c"):  # waits for room in "waiting" only
                 pass
-    waiting_stats, dropping_stats = tracer.stats().lanes
+    waiting_stats, _ = tracer.stats().lanes
     assert waiting_stats.dropped == {}
     assert [record.name for record in waiting.records] == ["a", "b", "c"]
 

@@ -36,7 +36,9 @@ CODECS = [pytest.param(PROTOBUF, id="protobuf"), pytest.param(JSON, id="json")]
 
 def encode(records: list[SpanRecord], codec: Codec, max_bytes: int = 1 << 30) -> list[bytes]:
     fragments = [codec.encode_span(record) for record in records]
-    return [body for body, _ in _otlp_encode.split(records, fragments, codec, max_bytes)]
+    bodies = [body for body, _ in _otlp_encode.split(records, fragments, codec, max_bytes)]
+    assert all(isinstance(body, bytes) for body in bodies)  # no rope for small spans
+    return bodies  # type: ignore[return-value]
 
 
 def decode(body: bytes, codec: Codec) -> Any:
@@ -213,6 +215,7 @@ async def test_encode_batch_gzips_parts_and_reports_sizes() -> None:
     records = [full_record(span_id=i + 1) for i in range(300)]
     parts = (await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 20, gzip=True)).parts
     assert [part.spans for part in parts] == [300]
+    assert isinstance(parts[0].body, bytes)
     body = gzip.decompress(parts[0].body)
     assert len(body) == parts[0].encoded_size
     assert len(decode(body, PROTOBUF).resource_spans[0].scope_spans[0].spans) == 300
@@ -223,6 +226,7 @@ async def test_large_bodies_are_compressed_off_the_loop_identically() -> None:
     records = [full_record(span_id=i + 1, attributes={"pad": "y" * 2000}) for i in range(300)]
     parts = (await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 22, gzip=True)).parts
     assert parts[0].encoded_size >= _otlp_encode.THREAD_COMPRESS_BYTES
+    assert isinstance(parts[0].body, bytes)
     assert len(gzip.decompress(parts[0].body)) == parts[0].encoded_size
 
 

@@ -16,6 +16,7 @@ from otlp_receiver import (
     unused_socket,
 )
 from spanlane import DropReason, RetryableExportError, RetryPolicy, SpanKind, StatusCode
+from spanlane.exporters import ExportResult
 from spanlane.exporters.otlp import OTLPExporter
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +47,7 @@ class SignallingExporter(OTLPExporter):
         super().__init__(endpoint)
         self.failed = anyio.Event()
 
-    async def export(self, batch: Sequence[spanlane.SpanRecord]) -> int:
+    async def export(self, batch: Sequence[spanlane.SpanRecord]) -> ExportResult:
         try:
             return await super().export(batch)
         except RetryableExportError:
@@ -255,9 +256,11 @@ async def test_a_slow_request_does_not_hold_up_the_batches_behind_it(
             with tracer.span("s", attributes={"i": i}):
                 pass
         await receiver.wait_for_requests(4)
+        built = spanlane._tracer.lanes_of(tracer)[0]
         with anyio.fail_after(10.0):
             while tracer.stats().lanes[0].exported < 30:
-                await anyio.sleep(0.01)
+                built._progress = built._progress or anyio.Event()  # set as each batch settles
+                await built._progress.wait()
         lane = tracer.stats().lanes[0]
         assert (lane.exported, lane.in_flight) == (30, 10)
         receiver.release()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 import pytest
@@ -84,7 +85,7 @@ def test_a_plain_record_is_two_untracked_values() -> None:
     ],
 )
 def test_a_record_that_cannot_be_packed_faithfully_stays_as_it_is(
-    changes: dict[str, object],
+    changes: dict[str, Any],
 ) -> None:
     record = attrs.evolve(full_record(), **changes)
     assert pack(record, PackTable()) is record

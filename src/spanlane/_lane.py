@@ -72,6 +72,8 @@ ACLOSE_GRACE = 1.0
 #: (about 0.6 us a record) plus unpacking (about 1 us) would be wasted on records that leave
 #: within milliseconds.
 COMPACT_AT = 2048
+#: Seconds at most that freeing what was left queued at shutdown may take in slices.
+RELEASE_SECONDS = 0.25
 #: Packed records per block (one tuple, which the garbage collector does not look into).
 PACK_BLOCK = 256
 #: Seconds the dispatcher (packing) or an export task (unpacking) works before it yields.
@@ -175,6 +177,7 @@ class Lane:
         self._skipped: set[int] = set()  # seqs of export tasks that ended before their turn
         self._flight_group: TaskGroup | None = None
         self._unpacking: anyio.Lock | None = None  # export tasks unpack one at a time
+        self._garbage: list[deque[Any]] = []  # queues left at shutdown, to free in slices
         self._fly_call: Callable[[Flight], Coroutine[Any, Any, None]] = self._fly
 
         self._cancel_scope: anyio.CancelScope
@@ -468,6 +471,7 @@ class Lane:
             self._flight_group = None
             try:
                 self._settle_leftovers()
+                await self._release()
             finally:
                 try:
                     await self._aclose_exporter()
@@ -804,14 +808,29 @@ class Lane:
                 held = sum(self._sizes) + sum(self._head_sizes[self._head_pos :])
                 held += sum(sum(block_sizes) for _, block_sizes in self._packed)
                 self._held_bytes -= held
-            self._queue.clear()
+            # Freed later, in slices (see _release): a million records take a while to free.
+            self._garbage.append(self._queue)
+            self._garbage.append(self._packed)
+            self._queue = deque()
+            self._packed = deque()
             self._sizes.clear()
-            self._packed.clear()
             self._packed_count = 0
             self._head, self._head_sizes, self._head_pos = (), (), 0
             self._taken += leftover
             self._count_drop(DropReason.SHUTDOWN_TIMEOUT, leftover, "drain_timeout expired")
         self._notify_progress()
+
+    async def _release(self) -> None:
+        """Free what was left queued at shutdown a slice at a time, within
+        :data:`RELEASE_SECONDS` (the books are already closed); the rest at once."""
+        garbage = self._garbage
+        with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_SECONDS):
+            for container in garbage:
+                while container:
+                    for _ in range(min(len(container), 16)):
+                        container.pop()
+                    await checkpoint()
+        garbage.clear()
 
     async def _aclose_exporter(self) -> None:
         """Run the exporter's ``aclose()`` within :data:`ACLOSE_GRACE`, whatever it does."""

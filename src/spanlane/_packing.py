@@ -233,7 +233,7 @@ def pack(record: SpanRecord, table: PackTable) -> tuple[Any, ...] | SpanRecord:
 
 
 def _mapping(keys: tuple[str, ...], values: tuple[object, ...]) -> Any:
-    return MappingProxyType(dict(zip(keys, values))) if keys else EMPTY_ATTRIBUTES
+    return MappingProxyType(dict(zip(keys, values, strict=True))) if keys else EMPTY_ATTRIBUTES
 
 
 def _unpack_extras(extras: tuple[Any, ...]) -> tuple[Any, Any, Status, str]:

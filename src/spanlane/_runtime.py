@@ -101,7 +101,7 @@ def absorb_loop_cancellation() -> bool:
     uncancel = getattr(task, "uncancel", None)
     if uncancel is None:  # pragma: no cover - Python 3.10 counts nothing
         return True
-    if task.cancelling():
+    if task.cancelling():  # type: ignore[attr-defined,unused-ignore] # 3.11+, checked above
         uncancel()
         return True
     return False

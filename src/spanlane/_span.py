@@ -377,8 +377,9 @@ class Span:
         """
         if not self.is_recording:
             return
-        if not isinstance(exc, BaseException):
-            self._sink.note_ignored("record_exception", exc)  # type: ignore[union-attr]
+        given: object = exc  # annotated as an exception; callers pass anything
+        if not isinstance(given, BaseException):
+            self._sink.note_ignored("record_exception", given)  # type: ignore[union-attr]
             return
         event_attributes: dict[str, object] = {
             "exception.type": exception_type(exc),
@@ -399,14 +400,17 @@ class Span:
         """
         if not self.is_recording:
             return
-        if type(code) is Status:
-            code, description = code.code, code.description
-        if type(code) is not StatusCode:
-            if type(code) is int and code in (0, 1, 2):
-                code = StatusCode(code)
+        given: object = code  # annotated as a code or a Status; callers pass anything
+        if isinstance(given, Status):
+            description = given.description
+            given = given.code
+        if type(given) is not StatusCode:
+            if type(given) is int and given in (0, 1, 2):
+                given = StatusCode(given)
             else:
-                self._sink.note_ignored("set_status", code)  # type: ignore[union-attr]
+                self._sink.note_ignored("set_status", given)  # type: ignore[union-attr]
                 return
+        code = given
         rec = self._rec
         if rec.status.code is StatusCode.OK or code is StatusCode.UNSET:
             return

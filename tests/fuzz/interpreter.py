@@ -52,7 +52,7 @@ from spanlane._attributes import coerce_attributes, coerce_value
 from spanlane._lane import Lane
 from spanlane._tracer import Tracer, lanes_of
 from spanlane.exporters import MemoryExporter
-from spanlane.exporters._base import Exporter
+from spanlane.exporters._base import Exporter, ExportResult
 from spanlane.testing import Fault, FaultKind, FaultyExporter
 from strategies import (
     AddEvent,
@@ -263,7 +263,7 @@ class CallLog:
         self.wants_starts = inner.wants_starts
         self.events: list[tuple[str, Sequence[SpanRecord]]] = []
 
-    async def export(self, batch: Sequence[SpanRecord]) -> int | None:
+    async def export(self, batch: Sequence[SpanRecord]) -> int | ExportResult | None:
         self.events.append(("begin", batch))
         try:
             return await self.inner.export(batch)
@@ -333,8 +333,8 @@ def spying_on_lanes(logs: Mapping[str, LaneLog]) -> Iterator[None]:
             log.bulk[reason] += count
         count_at_door(lane, reason, count)
 
-    Lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign]
-    Lane.count_at_door = spying_count_at_door  # type: ignore[method-assign]
+    Lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign,assignment]
+    Lane.count_at_door = spying_count_at_door  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:

@@ -58,8 +58,15 @@ class Exporter(Protocol):
     cancelled at ``drain_timeout``), with a grace period of its own.
     """
 
-    name: str
-    wants_starts: bool
+    @property
+    def name(self) -> str:
+        """The name used in statistics and logs."""
+        ...
+
+    @property
+    def wants_starts(self) -> bool:
+        """Whether the lane also delivers start notifications."""
+        ...
 
     async def export(self, batch: Sequence[SpanRecord]) -> int | ExportResult | None:
         """Deliver one batch of records, oldest first."""

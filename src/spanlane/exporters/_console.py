@@ -104,6 +104,7 @@ class ConsoleExporter:
         self.max_traces = max_traces
         self.max_pending_traces = max_pending_traces
         self.name = "ConsoleExporter"
+        self.wants_starts = False
         self._pending: OrderedDict[int, list[SpanRecord]] = OrderedDict()
         self.traces_printed = 0
 

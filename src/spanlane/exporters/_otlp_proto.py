@@ -456,7 +456,7 @@ async def _any_value_chunks(value: object, pause: Pause) -> list[bytes]:
             await pause()
         return _wrap(b"\x0a", chunks)
     items: Sequence[object] = value  # type: ignore[assignment] # a tuple or list
-    chunks: list[bytes] = []
+    chunks = []
     for start in range(0, len(items), LARGE_ITEMS):
         small: list[bytes] = []  # the elements of this slice, joined into one chunk
         for item in items[start : start + LARGE_ITEMS]:

@@ -241,6 +241,11 @@ class OTLPExporter:
     # --- read-only settings ------------------------------------------------------------------
 
     @property
+    def name(self) -> str:
+        """The name used in statistics and logs: ``OTLPExporter``."""
+        return type(self).__name__
+
+    @property
     def endpoint(self) -> str:
         """The URL spans are POSTed to."""
         return self._config.endpoint
