@@ -453,4 +453,6 @@ def test_records_from_a_thread_running_its_own_loop_are_counted_when_the_outer_l
     assert lane.offered == ended
     assert lane.offered == lane.exported + lane.dropped_total
     assert lane.exported == len(exporter.spans)
-    assert set(lane.dropped) <= {DropReason.CLOSED}
+    # The other loop makes spans as fast as it can: on a busy machine the lane's buffer may
+    # fill before its exports catch up, which is a counted drop too (nothing vanishes).
+    assert set(lane.dropped) <= {DropReason.CLOSED, DropReason.QUEUE_FULL}
