@@ -724,6 +724,27 @@ async def test_with_one_export_at_a_time_a_failing_batch_holds_up_the_next() -> 
     assert seen == [("s0",), ("s0",), ("s0",), ("s1",)]
 
 
+class _OneRaises(_HeldExporter):
+    """Raises KeyboardInterrupt from the export of the batch holding ``s1``; the others pass."""
+
+    async def export(self, batch: Sequence[SpanRecord]) -> None:
+        if names(batch) == ("s1",):
+            raise KeyboardInterrupt
+        await super().export(batch)
+
+
+async def test_an_exception_from_one_of_several_exports_in_flight_fails_only_its_batch() -> None:
+    exporter = _OneRaises(concurrency=3)
+    for name in ("s0", "s2", "s3"):
+        exporter.gate((name,)).set()
+    async with open_tracer(exporter, max_batch_size=1, flush_interval=NEVER) as tracer:
+        end_spans(tracer, "s0", "s1", "s2", "s3")
+        assert (await tracer.flush()).completed
+        lane = tracer.stats().lanes[0]
+    assert dict(lane.dropped) == {DropReason.EXPORT_FAILED: 1}
+    assert sorted(exporter.finished) == [("s0",), ("s2",), ("s3",)]
+
+
 # --- the byte bound ------------------------------------------------------------------------------
 
 
