@@ -628,15 +628,17 @@ class Lane:
     async def _fly(self, flight: Flight) -> None:
         """An export task: build the batch, wait for its turn, export it with retries."""
         try:
-            batch = await self._build(flight)
-            while flight.seq != self._next_call:
-                if self._turn is None:
-                    self._turn = anyio.Event()
-                await self._turn.wait()
-            first = True
+            batch: tuple[SpanRecord, ...] | None = None
             while True:
                 try:
-                    await self._export(flight, batch, first)
+                    if batch is None:
+                        batch = await self._build(flight)
+                    while flight.seq > self._next_call:
+                        if self._turn is None:
+                            self._turn = anyio.Event()
+                        await self._turn.wait()
+                    # First time here, the turn is this task's to take (and pass on).
+                    await self._export(flight, batch, flight.seq == self._next_call)
                     break
                 except BaseException as exc:
                     # asyncio's teardown cancels this task too; its batch is exported on until
@@ -647,7 +649,6 @@ class Lane:
                         or not absorb_loop_cancellation()
                     ):
                         raise
-                    first = False
         except Exception as exc:
             # A bug in spanlane's own bookkeeping around the export: the batch is lost (and
             # counted), the lane is not.
