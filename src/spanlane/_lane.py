@@ -77,7 +77,7 @@ RELEASE_SECONDS = 0.25
 #: Packed records per block (one tuple, which the garbage collector does not look into).
 PACK_BLOCK = 256
 #: Seconds the dispatcher (packing) or an export task (unpacking) works before it yields.
-SLICE_SECONDS = 0.001
+SLICE_SECONDS = 0.0005
 #: Records packed or unpacked between two looks at the clock.
 _CLOCK_EVERY = 64
 

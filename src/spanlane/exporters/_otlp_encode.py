@@ -26,10 +26,10 @@ from ._otlp_proto import LargeValue, Rope
 
 #: How long encoding may hold the event loop before it yields, in seconds. Slices are timed
 #: rather than counted because spans differ in cost by orders of magnitude (six attributes or a
-#: hundred events). One millisecond leaves most of a 5 ms lag budget to the parts of an export
-#: that cannot be sliced (the lane's bookkeeping, sending the request); a yield costs a few
-#: microseconds, and a 512-span batch makes about five.
-SLICE_SECONDS = 0.001
+#: hundred events). Half a millisecond leaves most of the lag budget to the parts of an export
+#: that cannot be sliced (the lane's bookkeeping, sending the request); measured against 1 and
+#: 0.25 ms in docs/design-otlp.md. A yield costs a few microseconds.
+SLICE_SECONDS = 0.0005
 #: Spans encoded between two looks at the clock (each span costs a few microseconds).
 CLOCK_EVERY = 32
 #: Bodies at least this long are gzipped in a worker thread (about 1 ms of zlib at level 1).
