@@ -10,8 +10,14 @@ discards every batch: the lag it shows is the floor (the producer, the lane, the
 collector, the machine) on which the OTLP exporter's own share sits. Results go to stdout;
 docs/performance-export.md records them.
 
-Run: ``python benchmarks/export.py [--spans 50000] [--runs 3] [--gc-freeze]``. Loopback only;
-every loop is bounded; the receiver process is stopped at the end.
+A fourth row, "no tracing", runs the same producer loop (building the same attribute values)
+without any tracing: the loop lag of the program itself, against which the targets are set.
+``--receiver-delay-ms`` makes the receiver answer each request after that long, as a remote
+collector does (each request in its own thread, so concurrent requests wait concurrently).
+
+Run: ``python benchmarks/export.py [--spans 50000] [--runs 3] [--gc-freeze]
+[--receiver-delay-ms 0 50 200]``. Loopback only; every loop is bounded; the receiver process is
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -92,6 +98,7 @@ class _Counts:
         self.lock = threading.Lock()
         self.spans = 0
         self.requests = 0
+        self.delay = 0.0  # seconds each request waits before it is answered (a remote collector)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -111,13 +118,19 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path == "/reset":
+            settings = json.loads(body or b"{}")
             with self.counts.lock:
                 self.counts.spans = self.counts.requests = 0
+                self.counts.delay = float(settings.get("delay_ms", 0.0)) / 1000
             self._reply(b"{}", "application/json")
             return
         if self.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         spans = count_spans(body)
+        # Each request is served in its own thread: the delay is a round trip, and concurrent
+        # requests wait concurrently, as they do against a collector.
+        if self.counts.delay:
+            time.sleep(self.counts.delay)
         with self.counts.lock:
             self.counts.spans += spans
             self.counts.requests += 1
@@ -129,9 +142,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(json.dumps(stats).encode(), "application/json")
 
 
-def serve_receiver() -> None:
-    """Child process: serve on a free loopback port, print it, stop when stdin closes."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def serve_receiver(port: int = 0) -> None:
+    """Child process: serve on a loopback port (a free one by default), print it, stop when
+    stdin closes."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -312,14 +326,48 @@ async def run_otel(url: str, spans: int) -> tuple[float, int, dict[str, list[flo
     return await measure(setup)
 
 
+async def run_no_tracing(url: str, spans: int) -> tuple[float, int, dict[str, list[float]]]:
+    """The same program without tracing: the loop lag it shows is the machine's floor."""
+
+    def setup() -> Producer:
+        async def produce() -> Callable[[], Awaitable[int]]:
+            sink: list[dict[str, Any]] = []
+            for i in range(spans):
+                sink.append(attributes(i))  # the work a span's attributes cost the caller
+                if i % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                    await anyio.lowlevel.checkpoint()
+                    sink.clear()
+
+            async def drain() -> int:
+                return -spans
+
+            return drain
+
+        return produce
+
+    return await measure(setup)
+
+
 #: The spanlane lane's high-water mark (records queued at most) per run, for the report.
 HIGH_WATER: list[int] = []
 
-RUNNERS = {"spanlane": run_spanlane, "otel-sdk": run_otel, "baseline": run_baseline}
+RUNNERS = {
+    "spanlane": run_spanlane,
+    "otel-sdk": run_otel,
+    "baseline": run_baseline,
+    "no tracing": run_no_tracing,
+}
 
 
-def one_run(library: str, backend: str, port: int, spans: int, control: httpx.Client) -> Result:
-    control.post("/reset")
+def one_run(
+    library: str,
+    backend: str,
+    port: int,
+    spans: int,
+    control: httpx.Client,
+    delay_ms: float = 0.0,
+) -> Result:
+    control.post("/reset", json={"delay_ms": delay_ms})
     url = f"http://127.0.0.1:{port}/v1/traces"
     seconds, drops, lag = anyio.run(RUNNERS[library], url, spans, backend=backend)
     counts = control.get("/stats").json()
@@ -339,14 +387,14 @@ def one_run(library: str, backend: str, port: int, spans: int, control: httpx.Cl
     )
 
 
-def report(results: list[Result], spans: int) -> None:
+def report(results: list[Result], spans: int, delay_ms: float = 0.0) -> None:
     expected_requests = math.ceil(spans / MAX_BATCH_SIZE)
     print(
-        f"\nN = {spans} spans, max_batch_size = {MAX_BATCH_SIZE}, "
+        f"\nN = {spans} spans, max_batch_size = {MAX_BATCH_SIZE}, receiver delay {delay_ms:g} ms, "
         f"expected requests = {expected_requests}; medians over runs (lag max: worst run)\n"
     )
     header = (
-        f"{'library':9} {'backend':8} {'spans/s':>9} {'requests':>8} {'drops':>6} "
+        f"{'library':10} {'backend':8} {'spans/s':>9} {'requests':>8} {'drops':>6} "
         f"{'prod p99':>8} {'prod max':>8} {'drain p99':>9} {'drain max':>9}"
     )
     print(header)
@@ -364,7 +412,7 @@ def report(results: list[Result], spans: int) -> None:
             prod = [r.lag_figures("producing") for r in runs]
             drain = [r.lag_figures("draining") for r in runs]
             print(
-                f"{library:9} {backend:8} {rate:9.0f} {requests:8.0f} {drops:6d} "
+                f"{library:10} {backend:8} {rate:9.0f} {requests:8.0f} {drops:6d} "
                 f"{statistics.median(p for p, _ in prod):8.2f} {max(m for _, m in prod):8.2f} "
                 f"{statistics.median(p for p, _ in drain):9.2f} {max(m for _, m in drain):9.2f}"
             )
@@ -373,10 +421,30 @@ def report(results: list[Result], spans: int) -> None:
         if ("spanlane", backend) in medians and ("otel-sdk", backend) in medians:
             ratio = medians["spanlane", backend] / medians["otel-sdk", backend]
             print(f"{backend}: spanlane / OTel SDK spans/s = {ratio:.2f}x")
+        if ("spanlane", backend) in medians and ("no tracing", backend) in medians:
+            for phase in ("producing", "draining"):
+                mine = [
+                    r.lag_figures(phase)
+                    for r in results
+                    if r.library == "spanlane" and r.backend == backend
+                ]
+                floor = [
+                    r.lag_figures(phase)
+                    for r in results
+                    if r.library == "no tracing" and r.backend == backend
+                ]
+                if not floor[0][1] and phase == "draining":
+                    continue
+                print(
+                    f"{backend} {phase}: lag p99 {statistics.median(p for p, _ in mine):.2f} ms "
+                    f"vs {statistics.median(p for p, _ in floor):.2f} ms without tracing "
+                    f"(target: within 2 ms); max {max(m for _, m in mine):.2f} ms vs "
+                    f"{max(m for _, m in floor):.2f} ms (target: within 5 ms)"
+                )
     print("\nlag in milliseconds; per-run figures:")
     for r in results:
         print(
-            f"  {r.library:9} {r.backend:8} {r.rate:9.0f}/s {r.seconds:6.2f} s "
+            f"  {r.library:10} {r.backend:8} {r.rate:9.0f}/s {r.seconds:6.2f} s "
             f"requests={r.requests} received={r.received} drops={r.drops} "
             f"prod p99/max={r.lag_figures('producing')[0]:.2f}/{r.lag_figures('producing')[1]:.2f} "
             f"drain p99/max={r.lag_figures('draining')[0]:.2f}/{r.lag_figures('draining')[1]:.2f}"
@@ -398,14 +466,30 @@ def main() -> None:
         action="store_true",
         help="gc.freeze() after start-up, so full collections skip the start-up heap",
     )
+    parser.add_argument(
+        "--receiver-delay-ms",
+        type=float,
+        nargs="+",
+        default=[0.0],
+        help="how long the receiver takes to answer each request (a remote collector's round "
+        "trip); several values run one table each",
+    )
+    parser.add_argument(
+        "--libraries",
+        nargs="+",
+        default=list(RUNNERS),
+        choices=list(RUNNERS),
+        help="which programs to run",
+    )
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.slice_ms is not None:
         from spanlane.exporters import _otlp_encode
 
         _otlp_encode.SLICE_SECONDS = args.slice_ms / 1000
     if args.receiver:
-        serve_receiver()
+        serve_receiver(args.port)
         return
     child = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--receiver"],
@@ -416,27 +500,32 @@ def main() -> None:
     try:
         assert child.stdout is not None
         port = int(child.stdout.readline())
-        results = []
+        libraries = [name for name in RUNNERS if name in args.libraries]
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as control:
             for backend in ("asyncio", "trio"):
-                for library in RUNNERS:  # warm-up: imports, first connections
+                for library in libraries:  # warm-up: imports, first connections
                     one_run(library, backend, port, 2_000, control)
             if args.gc_freeze:
                 gc.collect()
                 gc.freeze()
-            for run in range(args.runs):
-                for backend in ("asyncio", "trio"):
-                    for library in RUNNERS:
-                        result = one_run(library, backend, port, args.spans, control)
-                        extra = (
-                            f", lane high water {HIGH_WATER[-1]}" if library == "spanlane" else ""
-                        )
-                        print(
-                            f"run {run + 1} {library} {backend}: {result.rate:.0f} spans/s{extra}",
-                            flush=True,
-                        )
-                        results.append(result)
-        report(results, args.spans)
+            for delay_ms in args.receiver_delay_ms:
+                results = []
+                for run in range(args.runs):
+                    for backend in ("asyncio", "trio"):
+                        for library in libraries:
+                            result = one_run(library, backend, port, args.spans, control, delay_ms)
+                            extra = (
+                                f", lane high water {HIGH_WATER[-1]}"
+                                if library == "spanlane"
+                                else ""
+                            )
+                            print(
+                                f"delay {delay_ms:g} ms run {run + 1} {library} {backend}: "
+                                f"{result.rate:.0f} spans/s{extra}",
+                                flush=True,
+                            )
+                            results.append(result)
+                report(results, args.spans, delay_ms)
     finally:
         assert child.stdin is not None
         child.stdin.close()

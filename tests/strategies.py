@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 from hypothesis import strategies as st
@@ -101,6 +101,19 @@ class LaneSpec:
     #: The lane's own ``max_batch_size`` (``spanlane.lane(exporter, max_batch_size=...)``), or
     #: None to take the tracer's.
     max_batch_size: int | None = None
+    #: The lane's ``max_concurrent_exports``, or None for the exporter's default (1 here).
+    max_concurrent_exports: int | None = None
+    #: The lane's ``max_buffer_bytes``, or None for no byte bound.
+    max_buffer_bytes: int | None = None
+
+    def overrides(self) -> dict[str, object]:
+        """The lane options this lane sets itself (``spanlane.lane(exporter, **...)``)."""
+        options = {
+            "max_batch_size": self.max_batch_size,
+            "max_concurrent_exports": self.max_concurrent_exports,
+            "max_buffer_bytes": self.max_buffer_bytes,
+        }
+        return {name: value for name, value in options.items() if value is not None}
 
     def count(self, *kinds: FaultKind) -> int:
         """How many scripted faults are of one of ``kinds``."""
@@ -135,8 +148,11 @@ class TracerConfig:
     export_timeout: float = 5.0
     retry: RetryPolicy = FAST_RETRY
     limits: SpanLimits = DEFAULT_LIMITS
+    #: Queued records at which lanes pack their queue (``Lane._compact_at``), or None for the
+    #: library's default (which no drawn program reaches).
+    compact_at: int | None = None
 
-    def options(self) -> dict[str, object]:
+    def options(self) -> dict[str, Any]:
         """Keyword arguments for ``open_tracer()``."""
         return {
             "buffer_size": self.buffer_size,
@@ -220,8 +236,11 @@ def lane_specs(
     hang: bool = True,
     redeliver: bool = True,
     close_faults: bool = True,
+    byte_bound: bool = True,
+    concurrent: bool = False,
 ) -> st.SearchStrategy[LaneSpec]:
-    """A lane with a drawn fault model; the flags leave whole kinds of fault out."""
+    """A lane with a drawn fault model; the flags leave whole kinds of fault out (or, with
+    ``concurrent``, make every lane export several batches at once)."""
     return st.builds(
         LaneSpec,
         wants_starts=st.booleans(),
@@ -230,6 +249,13 @@ def lane_specs(
         ).map(tuple),
         fail_on_close=st.booleans() if close_faults else st.just(False),
         max_batch_size=st.sampled_from([None, None, 1]),
+        max_concurrent_exports=st.sampled_from([2, 4])
+        if concurrent
+        else st.sampled_from([None, None, 1, 2, 4]),
+        # A small bound (a few records) makes byte drops common; a large one never binds.
+        max_buffer_bytes=st.sampled_from([None, None, 2_000, 1_000_000])
+        if byte_bound
+        else st.just(None),
         # A hung aclose() costs the lane's whole grace period (a second): keep it rare.
         hang_on_close=_rarely(30) if close_faults and hang else st.just(False),
     )
@@ -246,7 +272,11 @@ _limits = st.builds(
 
 @st.composite
 def tracer_configs(
-    draw: st.DrawFn, *, lossless_for: int | None = None, redeliver: bool = True
+    draw: st.DrawFn,
+    *,
+    lossless_for: int | None = None,
+    redeliver: bool = True,
+    concurrent: bool = False,
 ) -> TracerConfig:
     """A tracer configuration with one to three lanes.
 
@@ -256,12 +286,19 @@ def tracer_configs(
             permanent or hangs, there are more attempts than scripted failures, and every
             deadline is far beyond what the faults can consume.
         redeliver: allow faults that deliver a batch and then fail.
+        concurrent: every lane exports two or four batches at once.
     """
     lossless = lossless_for is not None
     lanes = tuple(
         draw(
             st.lists(
-                lane_specs(permanent=not lossless, hang=not lossless, redeliver=redeliver),
+                lane_specs(
+                    permanent=not lossless,
+                    hang=not lossless,
+                    redeliver=redeliver,
+                    byte_bound=not lossless,
+                    concurrent=concurrent,
+                ),
                 min_size=1,
                 max_size=3,
             )
@@ -296,6 +333,8 @@ def tracer_configs(
         export_timeout=5.0 if lossless else draw(st.sampled_from([0.05, 0.2, 10.0])),
         retry=retry,
         limits=draw(_limits),
+        # Pack queued records at once, after a few, or never (the default threshold).
+        compact_at=draw(st.sampled_from([None, None, 1, 3])),
     )
 
 
@@ -498,6 +537,7 @@ def cases(
     lossless: bool = False,
     redeliver: bool = True,
     mid_program_exit: bool = True,
+    concurrent: bool = False,
 ) -> Case:
     """A :class:`Case`; with ``lossless``, a configuration that may drop nothing for the program.
 
@@ -505,11 +545,12 @@ def cases(
         lossless: see :func:`tracer_configs`.
         redeliver: see :func:`tracer_configs`.
         mid_program_exit: see :func:`programs`.
+        concurrent: see :func:`tracer_configs`.
     """
     program = draw(programs(mid_program_exit=mid_program_exit))
     # Every span may send a start and an end record down a lane.
     budget = 2 * program.max_spans if lossless else None
-    config = draw(tracer_configs(lossless_for=budget, redeliver=redeliver))
+    config = draw(tracer_configs(lossless_for=budget, redeliver=redeliver, concurrent=concurrent))
     return Case(config=config, program=program)
 
 

@@ -361,6 +361,7 @@ async def test_otlp_encodes_every_record_made_from_hostile_input(codec: Any) -> 
         assert spans[1].start_time_unix_nano == 0
         assert spans[1].end_time_unix_nano == MAX_TIME_NS
     else:
+        assert isinstance(part.body, bytes)
         json.loads(part.body)
 
 
@@ -443,6 +444,7 @@ async def test_records_carry_trace_flags_and_encoders_write_them(flags: int) -> 
     assert span.flags & 0xFF == record.trace_flags
     assert span.flags & 0x300 == 0x300  # has-is-remote, is-remote
     encoded = await encode_batch([record], JSON, 1 << 20, gzip=False)
+    assert isinstance(encoded.parts[0].body, bytes)
     body = json.loads(encoded.parts[0].body)
     assert body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["flags"] & 0xFF == flags | 1
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Iterator, Sequence
 
 import anyio
 import pytest
 
+import spanlane
 import spanlane._lane
 from _gates import SAFETY_TIMEOUT, GatedExporter, assert_accounting, end_spans, names
 from spanlane import DropReason, RetryPolicy, SpanRecord, open_tracer
@@ -374,15 +376,45 @@ async def test_batch_is_dropped_as_retries_exhausted_after_max_attempts() -> Non
     assert inner.records == []
 
 
-async def test_export_timeout_after_retryable_failures_counts_retries_exhausted() -> None:
-    exporter = FaultyExporter(script=[Fault.transient(), Fault.hang()])
+async def test_an_attempt_that_times_out_is_retried_rather_than_dropped() -> None:
+    inner = MemoryExporter()
+    exporter = FaultyExporter(inner, [Fault.transient(), Fault.hang()])
     async with open_tracer(
         exporter, flush_interval=NEVER, export_timeout=0.05, retry=QUICK_RETRY
     ) as tracer:
         end_spans(tracer, "s0")
         await tracer.flush()
+        lane = tracer.stats().lanes[0]
+        assert lane.dropped == {}
+        assert (lane.exported, lane.retries) == (1, 2)
+        assert_accounting(tracer)
+    assert names(inner.records) == ("s0",)
+    assert len(exporter.calls) == 3
+
+
+async def test_timeouts_after_retryable_failures_count_retries_exhausted() -> None:
+    exporter = FaultyExporter(script=[Fault.transient(), Fault.hang(), Fault.hang()])
+    policy = RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.001)
+    async with open_tracer(
+        exporter, flush_interval=NEVER, export_timeout=0.05, retry=policy
+    ) as tracer:
+        end_spans(tracer, "s0")
+        await tracer.flush()
         assert dict(tracer.stats().lanes[0].dropped) == {DropReason.RETRIES_EXHAUSTED: 1}
         assert_accounting(tracer)
+
+
+async def test_a_batch_is_dropped_once_its_retry_window_has_passed() -> None:
+    # Each retry waits 0.05 s; the window allows none to start after 0.01 s.
+    policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.05, jitter=0.0, max_elapsed=0.01)
+    exporter = FaultyExporter(script=lambda index, batch: Fault.transient())
+    async with open_tracer(exporter, flush_interval=NEVER, retry=policy) as tracer:
+        end_spans(tracer, "s0")
+        await tracer.flush()
+        lane = tracer.stats().lanes[0]
+        assert dict(lane.dropped) == {DropReason.RETRIES_EXHAUSTED: 1}
+        assert lane.retries == 0
+    assert len(exporter.calls) == 1
 
 
 async def test_non_retryable_exception_drops_the_batch_as_export_failed_without_retry() -> None:
@@ -396,11 +428,12 @@ async def test_non_retryable_exception_drops_the_batch_as_export_failed_without_
         assert len(exporter.calls) == 1
 
 
-async def test_hanging_export_is_dropped_as_export_timeout() -> None:
+async def test_an_export_that_times_out_on_every_attempt_is_dropped_as_export_timeout() -> None:
     inner = MemoryExporter()
-    exporter = FaultyExporter(inner, [Fault.hang()])
+    exporter = FaultyExporter(inner, [Fault.hang(), Fault.hang()])
+    policy = RetryPolicy(max_attempts=2, initial_backoff=0.001, max_backoff=0.001)
     async with open_tracer(
-        exporter, max_batch_size=1, flush_interval=NEVER, export_timeout=0.01
+        exporter, max_batch_size=1, flush_interval=NEVER, export_timeout=0.01, retry=policy
     ) as tracer:
         end_spans(tracer, "s0", "s1")
         await tracer.flush()
@@ -600,3 +633,215 @@ async def test_every_drop_warns_when_the_warning_interval_is_zero(
         end_spans(tracer, "s1", "s2", "s3", "s4")
         assert len(list(_drop_warnings(caplog))) == 3
         exporter.gate.set()
+
+
+# --- concurrent exports --------------------------------------------------------------------------
+
+
+class _HeldExporter:
+    """Holds every export call until the test releases it, by batch."""
+
+    def __init__(self, *, wants_starts: bool = False, concurrency: int = 4) -> None:
+        self.wants_starts = wants_starts
+        self.max_concurrent_exports = concurrency
+        self.calls: list[tuple[str, ...]] = []
+        self.finished: list[tuple[str, ...]] = []
+        self._gates: dict[tuple[str, ...], anyio.Event] = {}
+
+    def gate(self, batch: tuple[str, ...]) -> anyio.Event:
+        return self._gates.setdefault(batch, anyio.Event())
+
+    async def export(self, batch: Sequence[SpanRecord]) -> None:
+        key = tuple(f"{r.name}{'+' if r.is_start else ''}" for r in batch)
+        self.calls.append(key)
+        await self.gate(key).wait()
+        self.finished.append(key)
+
+
+async def test_the_exporters_declared_concurrency_is_the_lane_default() -> None:
+    async with open_tracer(_HeldExporter(concurrency=3), MemoryExporter()) as tracer:
+        assert [lane.max_concurrent_exports for lane in lanes_of(tracer)] == [3, 1]
+    async with open_tracer(_HeldExporter(concurrency=3), max_concurrent_exports=2) as tracer:
+        assert lanes_of(tracer)[0].max_concurrent_exports == 2
+
+
+async def test_batches_go_out_concurrently_in_order_and_may_finish_out_of_order() -> None:
+    exporter = _HeldExporter(concurrency=3)
+    async with open_tracer(exporter, max_batch_size=1, flush_interval=NEVER) as tracer:
+        end_spans(tracer, "s0", "s1", "s2", "s3")
+        await anyio.wait_all_tasks_blocked()
+        assert exporter.calls == [("s0",), ("s1",), ("s2",)]  # three at once, in order
+        lane = tracer.stats().lanes[0]
+        assert (lane.in_flight, lane.queued) == (3, 1)
+        exporter.gate(("s1",)).set()
+        await anyio.wait_all_tasks_blocked()
+        assert exporter.calls[-1] == ("s3",)
+        report = await tracer.flush(timeout=0)
+        # s1 is exported, but s0 before it is not: the flush is not complete.
+        assert not report.completed
+        assert report.pending == (3,)
+        assert_accounting(tracer)
+        for name in ("s0", "s2", "s3"):
+            exporter.gate((name,)).set()
+        assert (await tracer.flush()).completed
+    assert exporter.finished[0] == ("s1",)
+    assert tracer.stats().lanes[0].exported == 4
+
+
+async def test_an_end_waits_for_the_batch_holding_its_start() -> None:
+    exporter = _HeldExporter(wants_starts=True)
+    async with open_tracer(exporter, max_batch_size=1, flush_interval=NEVER) as tracer:
+        span = tracer.start_span("a")
+        end_spans(tracer, "b")
+        span.end()
+        await anyio.wait_all_tasks_blocked()
+        # Both starts are in flight; b's end waits for b's start (and a's end behind it).
+        assert exporter.calls == [("a+",), ("b+",)]
+        exporter.gate(("b+",)).set()
+        exporter.gate(("b",)).set()
+        await anyio.wait_all_tasks_blocked()
+        assert exporter.calls == [("a+",), ("b+",), ("b",)]
+        exporter.gate(("a+",)).set()
+        exporter.gate(("a",)).set()
+        assert (await tracer.flush()).completed
+    assert exporter.calls[-1] == ("a",)
+
+
+async def test_with_one_export_at_a_time_a_failing_batch_holds_up_the_next() -> None:
+    seen: list[tuple[str, ...]] = []
+    faults = iter([Fault.transient(), Fault.transient()])
+
+    def script(index: int, batch: Sequence[SpanRecord]) -> Fault | None:
+        seen.append(names(batch))
+        return next(faults, None) if names(batch) == ("s0",) else None
+
+    exporter = FaultyExporter(MemoryExporter(), script)
+    async with open_tracer(
+        exporter, max_batch_size=1, flush_interval=NEVER, retry=QUICK_RETRY
+    ) as tracer:
+        end_spans(tracer, "s0", "s1")
+        await tracer.flush()
+    assert seen == [("s0",), ("s0",), ("s0",), ("s1",)]
+
+
+class _OneRaises(_HeldExporter):
+    """Raises KeyboardInterrupt from the export of the batch holding ``s1``; the others pass."""
+
+    async def export(self, batch: Sequence[SpanRecord]) -> None:
+        if names(batch) == ("s1",):
+            raise KeyboardInterrupt
+        await super().export(batch)
+
+
+async def test_an_exception_from_one_of_several_exports_in_flight_fails_only_its_batch() -> None:
+    exporter = _OneRaises(concurrency=3)
+    for name in ("s0", "s2", "s3"):
+        exporter.gate((name,)).set()
+    async with open_tracer(exporter, max_batch_size=1, flush_interval=NEVER) as tracer:
+        end_spans(tracer, "s0", "s1", "s2", "s3")
+        assert (await tracer.flush()).completed
+        lane = tracer.stats().lanes[0]
+    assert dict(lane.dropped) == {DropReason.EXPORT_FAILED: 1}
+    assert sorted(exporter.finished) == [("s0",), ("s2",), ("s3",)]
+
+
+# --- the byte bound ------------------------------------------------------------------------------
+
+
+async def test_the_byte_bound_refuses_what_would_exceed_it_and_counts_queue_full() -> None:
+    exporter = GatedExporter()
+    async with open_tracer(
+        exporter, max_batch_size=1, flush_interval=NEVER, max_buffer_bytes=30_000
+    ) as tracer:
+        with tracer.span("small"):
+            pass
+        await exporter.next_export()
+        small = tracer.stats().lanes[0].buffered_bytes
+        assert 0 < small < 1_000
+        with tracer.span("big", attributes={"prompt": "x" * 20_000}):
+            pass
+        with tracer.span("too big", attributes={"prompt": "y" * 20_000}):
+            pass
+        lane = tracer.stats().lanes[0]
+        assert dict(lane.dropped) == {DropReason.QUEUE_FULL: 1}
+        assert 20_000 < lane.buffered_bytes <= 30_000
+        assert lane.high_water_bytes == lane.buffered_bytes
+        assert_accounting(tracer)
+        exporter.gate.set()
+        await tracer.flush()
+        lane = tracer.stats().lanes[0]
+        assert lane.buffered_bytes == 0
+        assert lane.high_water_bytes > 20_000
+    assert names(exporter.records) == ("small", "big")
+
+
+async def test_without_a_byte_bound_nothing_is_estimated() -> None:
+    async with open_tracer(MemoryExporter()) as tracer:
+        with tracer.span("x", attributes={"prompt": "x" * 10_000}):
+            pass
+        await tracer.flush()
+        lane = tracer.stats().lanes[0]
+    assert (lane.buffered_bytes, lane.high_water_bytes) == (0, 0)
+
+
+async def test_wait_policy_waits_for_bytes_to_be_freed() -> None:
+    exporter = GatedExporter()
+    async with open_tracer(
+        exporter,
+        max_batch_size=1,
+        flush_interval=NEVER,
+        on_full="wait",
+        wait_timeout=NEVER,
+        max_buffer_bytes=25_000,
+    ) as tracer:
+        with tracer.span("first", attributes={"prompt": "x" * 20_000}):
+            pass
+        await exporter.next_export()
+        assert tracer.stats().lanes[0].buffered_bytes > 20_000
+        ended = anyio.Event()
+
+        async def end_async_span() -> None:
+            async with tracer.span("second", attributes={"prompt": "y" * 20_000}):
+                pass
+            ended.set()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(end_async_span)
+            await anyio.wait_all_tasks_blocked()
+            assert not ended.is_set()
+            exporter.gate.set()  # the first settles and frees its bytes
+        assert ended.is_set()
+    assert names(exporter.records) == ("first", "second")
+    assert tracer.stats().lanes[0].dropped == {}
+
+
+# --- packing -------------------------------------------------------------------------------------
+
+
+async def test_records_packed_while_they_wait_reach_the_exporter_unchanged() -> None:
+    exporter = GatedExporter()
+    async with open_tracer(exporter, max_batch_size=2, flush_interval=NEVER) as tracer:
+        lanes_of(tracer)[0]._compact_at = 1
+        end_spans(tracer, "s0", "s1")
+        await exporter.next_export()  # s0, s1 in flight; what follows waits, and is packed
+        offered = []
+        for i in range(5):
+            with tracer.span(f"p{i}", attributes={"i": i, "tags": ("a", "b")}) as span:
+                span.add_event("e", {"n": i})
+                span.set_status(spanlane.StatusCode.ERROR, "bad")
+            offered.append(span._rec)
+        await anyio.wait_all_tasks_blocked()
+        lane = lanes_of(tracer)[0]
+        assert lane._packed_count == 5
+        # Packed records are tuples of untracked values, in blocks: each collection stops
+        # tracking one level of nested tuples (an event's keys, the event, the events, the
+        # record, its block).
+        for _ in range(7):
+            gc.collect()
+        assert not any(gc.is_tracked(block) for block in lane._packed)
+        assert_accounting(tracer)
+        exporter.gate.set()
+        await tracer.flush()
+    received = exporter.records[2:]
+    assert received == offered
+    assert [r is o for r, o in zip(received, offered, strict=True)] == [False] * 5

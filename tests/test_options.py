@@ -28,6 +28,8 @@ async def test_lane_options_defaults_are_the_documented_ones() -> None:
     )
     assert options.on_full == "drop"
     assert options.retry == RetryPolicy()
+    # None: what the exporter declares (else 1), and no byte bound.
+    assert (options.max_concurrent_exports, options.max_buffer_bytes) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -40,6 +42,11 @@ async def test_lane_options_defaults_are_the_documented_ones() -> None:
         ({"export_timeout": True}, ValueError, "export_timeout"),
         ({"wait_timeout": "1"}, ValueError, "wait_timeout"),
         ({"on_full": "block"}, ValueError, "on_full"),
+        ({"max_concurrent_exports": 0}, ValueError, "max_concurrent_exports"),
+        ({"max_concurrent_exports": True}, ValueError, "max_concurrent_exports"),
+        ({"max_concurrent_exports": 2.0}, ValueError, "max_concurrent_exports"),
+        ({"max_buffer_bytes": -1}, ValueError, "max_buffer_bytes"),
+        ({"max_buffer_bytes": "1MB"}, ValueError, "max_buffer_bytes"),
         ({"retry": 3}, TypeError, "retry"),
         ({"unknown": 1}, TypeError, "unknown"),
     ],

@@ -36,7 +36,9 @@ CODECS = [pytest.param(PROTOBUF, id="protobuf"), pytest.param(JSON, id="json")]
 
 def encode(records: list[SpanRecord], codec: Codec, max_bytes: int = 1 << 30) -> list[bytes]:
     fragments = [codec.encode_span(record) for record in records]
-    return [body for body, _ in _otlp_encode.split(records, fragments, codec, max_bytes)]
+    bodies = [body for body, _ in _otlp_encode.split(records, fragments, codec, max_bytes)]
+    assert all(isinstance(body, bytes) for body in bodies)  # no rope for small spans
+    return bodies  # type: ignore[return-value]
 
 
 def decode(body: bytes, codec: Codec) -> Any:
@@ -213,6 +215,7 @@ async def test_encode_batch_gzips_parts_and_reports_sizes() -> None:
     records = [full_record(span_id=i + 1) for i in range(300)]
     parts = (await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 20, gzip=True)).parts
     assert [part.spans for part in parts] == [300]
+    assert isinstance(parts[0].body, bytes)
     body = gzip.decompress(parts[0].body)
     assert len(body) == parts[0].encoded_size
     assert len(decode(body, PROTOBUF).resource_spans[0].scope_spans[0].spans) == 300
@@ -223,6 +226,7 @@ async def test_large_bodies_are_compressed_off_the_loop_identically() -> None:
     records = [full_record(span_id=i + 1, attributes={"pad": "y" * 2000}) for i in range(300)]
     parts = (await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 22, gzip=True)).parts
     assert parts[0].encoded_size >= _otlp_encode.THREAD_COMPRESS_BYTES
+    assert isinstance(parts[0].body, bytes)
     assert len(gzip.decompress(parts[0].body)) == parts[0].encoded_size
 
 
@@ -391,3 +395,67 @@ def _frozen(values: dict[str, Any]) -> Any:
     from types import MappingProxyType
 
     return MappingProxyType(values)
+
+
+# --- large spans: encoded in pieces, kept in chunks ---------------------------------------------
+
+
+@pytest.fixture
+def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What counts as large, scaled down so that tests stay small."""
+    monkeypatch.setattr(_otlp_proto, "LARGE_CHARS", 1000)
+    monkeypatch.setattr(_otlp_proto, "LARGE_ITEMS", 100)
+    monkeypatch.setattr(_otlp_proto, "LARGE_EVENTS", 100)
+    monkeypatch.setattr(_otlp_proto, "CHUNK_BYTES", 4096)
+
+
+def _large_records() -> list[SpanRecord]:
+    return [
+        full_record(attributes={"prompt": "ab✓" * 3000, "n": 1}),
+        full_record(attributes={"list": tuple(range(5000)), "words": tuple(["w"] * 3000)}),
+        full_record(
+            events=tuple(
+                Event(f"e{i}", 1_700_000_000_000_000_000 + i, {"i": i}) for i in range(1200)
+            )
+        ),
+        full_record(events=(Event("big", 1, {"text": "t" * 300_000}),)),
+        full_record(attributes={"nested": ("x" * 300_000, "y")}),
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("small_limits")
+async def test_a_large_span_is_encoded_in_pieces_to_the_same_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses = 0
+
+    async def pause() -> None:
+        nonlocal pauses
+        pauses += 1
+
+    for record in _large_records():
+        with pytest.raises(_otlp_proto.LargeValue):
+            _otlp_proto.encode_span(record)
+        rope = await _otlp_proto.encode_span_sliced(record, pause)
+        assert all(len(chunk) <= 300_100 for chunk in rope.chunks)
+        with monkeypatch.context() as unlimited:
+            unlimited.setattr(_otlp_proto, "LARGE_CHARS", 1 << 30)
+            unlimited.setattr(_otlp_proto, "LARGE_ITEMS", 1 << 30)
+            unlimited.setattr(_otlp_proto, "LARGE_EVENTS", 1 << 30)
+            assert b"".join(rope.chunks) == _otlp_proto.encode_span(record)
+    assert pauses > 10
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("small_limits")
+async def test_a_batch_with_a_large_span_round_trips_as_a_rope() -> None:
+    records = [full_record(span_id=1), *_large_records(), full_record(span_id=2)]
+    encoded = await _otlp_encode.encode_batch(records, PROTOBUF, 1 << 30, gzip=True)
+    (part,) = encoded.parts
+    assert isinstance(part.body, _otlp_proto.Rope)
+    body = gzip.decompress(b"".join(part.body.chunks))
+    spans = decode(body, PROTOBUF).resource_spans[0].scope_spans[0].spans
+    assert len(spans) == len(records)
+    for span, record in zip(spans, records, strict=True):
+        check_span(span, record)

@@ -25,7 +25,7 @@ from otlp_receiver import (
 )
 from spanlane._exceptions import ExportError, RetryableExportError
 from spanlane._records import SpanKind, SpanRecord
-from spanlane.exporters import ExportResult
+from spanlane.exporters import ExportResult, _otlp_proto
 from spanlane.exporters.otlp import OTLPExporter
 
 pytestmark = pytest.mark.anyio
@@ -399,3 +399,42 @@ async def test_import_without_httpx_names_the_extra_to_install() -> None:
     assert caught.value.name == "httpx"
     assert isinstance(caught.value.__cause__, ModuleNotFoundError)
     assert caught.value.__cause__.name == "httpx"
+
+
+async def test_concurrent_batches_each_resume_their_own_parts(receiver: OTLPReceiver) -> None:
+    first, second = tuple(records(120)), tuple(records(120, start=1000))
+    receiver.script(Reply(), Reply(503), Reply(), Reply(503))
+    async with contextlib.aclosing(OTLPExporter(receiver.url, max_request_bytes=4096)) as exporter:
+        assert exporter.max_concurrent_exports == 4
+        for batch in (first, second):
+            with pytest.raises(RetryableExportError):
+                await exporter.export(batch)
+        # Each batch's progress is its own: the second batch did not discard the first's.
+        assert await exporter.export(first) == ExportResult()
+        assert await exporter.export(second) == ExportResult()
+    sent = [
+        span
+        for number, request in enumerate(receiver.requests)
+        if number not in (1, 3)
+        for span in request.spans
+    ]
+    assert sorted(span_ids(sent)) == sorted(r.span_id for r in first + second)
+    assert len(span_ids(sent)) == len(first) + len(second)
+
+
+@pytest.mark.parametrize("compression", ["gzip", None])
+async def test_a_huge_span_is_streamed_in_chunks_and_arrives_whole(
+    receiver: OTLPReceiver, monkeypatch: pytest.MonkeyPatch, compression: str | None
+) -> None:
+    # Scaled down: "huge" from 1000 characters on, kept in chunks of 4 KiB.
+    monkeypatch.setattr(_otlp_proto, "LARGE_CHARS", 1000)
+    monkeypatch.setattr(_otlp_proto, "CHUNK_BYTES", 4096)
+    batch = [full_record(span_id=1), full_record(span_id=2, attributes={"prompt": "p✓" * 40_000})]
+    exporter = OTLPExporter(receiver.url, compression=compression)  # type: ignore[arg-type]
+    async with contextlib.aclosing(exporter):
+        assert await exporter.export(batch) == ExportResult()
+    (request,) = receiver.requests
+    assert "transfer-encoding" not in request.headers
+    assert int(request.headers["content-length"]) == len(request.raw)
+    for span, record in zip(request.spans, batch, strict=True):
+        check_span(span, record)

@@ -172,7 +172,11 @@ async def test_shutdown_while_the_receiver_hangs_counts_shutdown_timeout(
     receiver.script(Reply(hang=True))
     exporter = OTLPExporter(receiver.url, timeout=60.0)
     tracer = spanlane.open_tracer(
-        exporter, max_batch_size=10, drain_timeout=0.3, export_timeout=60.0
+        exporter,
+        max_batch_size=10,
+        drain_timeout=0.3,
+        export_timeout=60.0,
+        max_concurrent_exports=1,
     )
     with anyio.fail_after(10.0):  # a generous bound; the assertion is on the counts
         async with tracer:
@@ -187,6 +191,27 @@ async def test_shutdown_while_the_receiver_hangs_counts_shutdown_timeout(
     assert lane.exported == 0
     assert lane.dropped == {DropReason.SHUTDOWN_TIMEOUT: 15}
     assert lane.queued == lane.in_flight == 0
+
+
+async def test_every_batch_in_flight_at_the_drain_deadline_is_counted(
+    receiver: OTLPReceiver,
+) -> None:
+    receiver.script(*[Reply(hang=True)] * 3)
+    exporter = OTLPExporter(receiver.url, timeout=60.0)
+    tracer = spanlane.open_tracer(
+        exporter, max_batch_size=10, drain_timeout=0.3, export_timeout=60.0
+    )
+    with anyio.fail_after(10.0):
+        async with tracer:
+            for i in range(35):  # three full batches hang at once; five more go out at exit
+                with tracer.span(f"s{i}"):
+                    pass
+            await receiver.wait_for_requests(3)
+            # Thirty in three exports, five in the batch being formed (in flight too).
+            assert tracer.stats().lanes[0].in_flight == 35
+    lane = tracer.stats().lanes[0]
+    assert (lane.exported, lane.queued, lane.in_flight) == (5, 0, 0)
+    assert lane.dropped == {DropReason.SHUTDOWN_TIMEOUT: 30}
 
 
 async def test_a_receiver_that_comes_up_late_loses_nothing(anyio_backend: str) -> None:
@@ -215,3 +240,51 @@ async def test_a_receiver_that_comes_up_late_loses_nothing(anyio_backend: str) -
     assert lane.retries >= 1
     received = sorted(attributes_to_python(s.attributes)["i"] for s in receiver.spans)  # type: ignore[type-var]
     assert received == list(range(1000))
+
+
+async def test_a_slow_request_does_not_hold_up_the_batches_behind_it(
+    receiver: OTLPReceiver,
+) -> None:
+    # The OTLP exporter declares several exports at once: batches behind a hanging request go.
+    receiver.script(Reply(hang=True))
+    exporter = OTLPExporter(receiver.url, timeout=60.0)
+    async with spanlane.open_tracer(
+        exporter, max_batch_size=10, export_timeout=60.0, drain_timeout=5.0
+    ) as tracer:
+        assert spanlane._tracer.lanes_of(tracer)[0].max_concurrent_exports == 4
+        for i in range(40):
+            with tracer.span("s", attributes={"i": i}):
+                pass
+        await receiver.wait_for_requests(4)
+        built = spanlane._tracer.lanes_of(tracer)[0]
+        with anyio.fail_after(10.0):
+            while tracer.stats().lanes[0].exported < 30:
+                built._progress = built._progress or anyio.Event()  # set as each batch settles
+                await built._progress.wait()
+        lane = tracer.stats().lanes[0]
+        assert (lane.exported, lane.in_flight) == (30, 10)
+        receiver.release()
+    lane = tracer.stats().lanes[0]
+    assert lane.exported == 40
+    assert lane.dropped == {}
+    received = sorted(attributes_to_python(s.attributes)["i"] for s in receiver.spans)  # type: ignore[type-var]
+    assert received == list(range(40))
+
+
+async def test_with_one_export_at_a_time_batches_arrive_in_order(receiver: OTLPReceiver) -> None:
+    receiver.script(Reply(503), Reply(), Reply(503))
+    exporter = OTLPExporter(receiver.url)
+    async with spanlane.open_tracer(
+        exporter, max_batch_size=5, max_concurrent_exports=1, retry=FAST_RETRY
+    ) as tracer:
+        for i in range(20):
+            with tracer.span("s", attributes={"i": i}):
+                pass
+    assert tracer.stats().lanes[0].exported == 20
+    delivered = [
+        attributes_to_python(span.attributes)["i"]
+        for n, request in enumerate(receiver.requests)
+        if n not in (0, 2)
+        for span in request.spans
+    ]
+    assert delivered == list(range(20))

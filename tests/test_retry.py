@@ -27,8 +27,11 @@ NO_JITTER = _FixedRandom(0.0)
 
 async def test_defaults() -> None:
     policy = RetryPolicy()
-    assert (policy.max_attempts, policy.initial_backoff, policy.max_backoff) == (5, 0.5, 30.0)
+    # No attempt limit: the retry window (as the OpenTelemetry Collector's) is the bound.
+    assert (policy.max_attempts, policy.max_elapsed) == (None, 300.0)
+    assert (policy.initial_backoff, policy.max_backoff) == (0.5, 30.0)
     assert (policy.multiplier, policy.jitter) == (2.0, 0.2)
+    assert RetryPolicy(max_attempts=3).max_attempts == 3
 
 
 @pytest.mark.parametrize(
@@ -36,6 +39,8 @@ async def test_defaults() -> None:
     [
         pytest.param({"max_attempts": 0}, "max_attempts", id="max_attempts-zero"),
         pytest.param({"max_attempts": 2.0}, "max_attempts", id="max_attempts-float"),
+        pytest.param({"max_elapsed": 0}, "max_elapsed", id="max_elapsed-zero"),
+        pytest.param({"max_elapsed": float("inf")}, "max_elapsed", id="max_elapsed-inf"),
         pytest.param({"initial_backoff": 0}, "initial_backoff", id="initial_backoff-zero"),
         pytest.param({"initial_backoff": -1}, "initial_backoff", id="initial_backoff-negative"),
         pytest.param(

@@ -1,7 +1,7 @@
 """Spans started or ended in other threads: worker threads, plain threads, portal threads.
 
 The property under test everywhere: the record is exported with the right parent, and the lanes
-(whose memory-object streams are not thread-safe) are only ever touched by the loop thread.
+(whose queues are not thread-safe) are only ever touched by the loop thread.
 """
 
 from __future__ import annotations
@@ -16,32 +16,32 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 import pytest
-from anyio.streams.memory import MemoryObjectSendStream
 
 import spanlane
 from spanlane import DropReason, SpanRecord, Tracer, open_tracer
+from spanlane._lane import Lane
 from spanlane.exporters import MemoryExporter
 from spanlane.testing import CapturedSpans, capture_spans
 
 
 class LaneThreads:
-    """Records which threads put records into the lanes' memory-object streams.
+    """Records which threads offered records to the lanes (the only way into their queues).
 
-    The streams are patched at the class level before the tracer opens, so every lane's
-    ``send_nowait`` goes through the spy, whichever path led to it.
+    ``Lane.offer_nowait`` is patched at the class level before the tracer opens, so every
+    lane's door goes through the spy, whichever path led to it.
     """
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.loop_thread = threading.get_ident()
         self.threads: list[int] = []
-        original = MemoryObjectSendStream.send_nowait
+        original = Lane.offer_nowait
 
-        def spy(stream: MemoryObjectSendStream[object], item: object) -> None:
+        def spy(lane: Lane, item: SpanRecord) -> bool:
             if isinstance(item, SpanRecord):
                 self.threads.append(threading.get_ident())
-            original(stream, item)
+            return original(lane, item)
 
-        monkeypatch.setattr(MemoryObjectSendStream, "send_nowait", spy)
+        monkeypatch.setattr(Lane, "offer_nowait", spy)
 
     def assert_loop_only(self, count: int) -> None:
         assert len(self.threads) == count
@@ -455,4 +455,6 @@ def test_records_from_a_thread_running_its_own_loop_are_counted_when_the_outer_l
     assert lane.offered == ended
     assert lane.offered == lane.exported + lane.dropped_total
     assert lane.exported == len(exporter.spans)
-    assert set(lane.dropped) <= {DropReason.CLOSED}
+    # The other loop makes spans as fast as it can: on a busy machine the lane's buffer may
+    # fill before its exports catch up, which is a counted drop too (nothing vanishes).
+    assert set(lane.dropped) <= {DropReason.CLOSED, DropReason.QUEUE_FULL}

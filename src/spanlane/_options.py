@@ -34,6 +34,11 @@ def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: 
         raise ValueError(f"{attribute.name} must be finite, got {value!r}")
 
 
+def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (type(value) is not int or value <= 0):
+        raise ValueError(f"{attribute.name} must be None or a positive int, got {value!r}")
+
+
 def _on_full(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in ("drop", "wait") or type(value) is not str:
         raise ValueError(f"on_full must be 'drop' or 'wait', got {value!r}")
@@ -57,8 +62,18 @@ class LaneOptions:
             ``"wait"`` makes a span ended by ``async with`` (or ``await span.aend()``) wait up
             to ``wait_timeout`` for room, then drop. A span ended synchronously never waits.
         wait_timeout: seconds an async span end may wait for room, with ``on_full="wait"``.
-        export_timeout: seconds one batch may take to export, all retries included.
-        retry: the retry policy for :class:`~spanlane.RetryableExportError`.
+        export_timeout: seconds one export attempt may take; an attempt that runs out of time
+            is retried (see ``retry``), as a ``RetryableExportError`` is.
+        retry: the retry policy (attempts, backoff, and the retry window ``max_elapsed``).
+        max_concurrent_exports: batches the lane exports at once. None (the default) takes what
+            the exporter declares (its ``max_concurrent_exports``: 4 for the OTLP exporter),
+            else 1. Batches are formed and started in order either way; with 1 they also
+            finish in order. With more, an end record is never sent before the batch holding
+            its span's start record (for exporters that want starts) has been exported or
+            dropped.
+        max_buffer_bytes: the most memory, in bytes by a cheap estimate, that the lane's
+            records (queued and in flight) may hold; a record that would exceed it is dropped
+            as ``QUEUE_FULL``. None (the default): bounded by ``buffer_size`` only.
 
     Raises:
         ValueError: a value is out of range (or of the wrong kind for a number), or
@@ -73,6 +88,8 @@ class LaneOptions:
     wait_timeout: float = attrs.field(default=1.0, validator=_positive_seconds)
     export_timeout: float = attrs.field(default=10.0, validator=_positive_seconds)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy, validator=_retry)
+    max_concurrent_exports: int | None = attrs.field(default=None, validator=_positive_int_or_none)
+    max_buffer_bytes: int | None = attrs.field(default=None, validator=_positive_int_or_none)
 
     def __attrs_post_init__(self) -> None:
         if self.max_batch_size > self.buffer_size:

@@ -14,9 +14,9 @@ def _check_positive(instance: object, attribute: attrs.Attribute[Any], value: fl
         raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
 
 
-def _check_attempts(instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
-    if type(value) is not int or value < 1:
-        raise ValueError(f"max_attempts must be an int >= 1, got {value!r}")
+def _check_attempts(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValueError(f"max_attempts must be None or an int >= 1, got {value!r}")
 
 
 def _check_multiplier(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -31,14 +31,21 @@ def _check_jitter(instance: object, attribute: attrs.Attribute[Any], value: floa
 
 @attrs.frozen
 class RetryPolicy:
-    """How a lane retries a batch whose export raised :class:`RetryableExportError`.
+    """How a lane retries a batch whose export failed transiently.
 
-    The whole batch is resent, and no later batch of the lane is exported until it has either
-    succeeded or been dropped, so retries never reorder a lane. All attempts of one batch share
-    the lane's ``export_timeout``.
+    A batch is retried, whole and in its place, after :class:`RetryableExportError` and after an
+    attempt that ran out of the lane's ``export_timeout`` (which bounds one attempt), with capped,
+    jittered backoff, until it succeeds, ``max_elapsed`` seconds have passed since its first
+    attempt, ``max_attempts`` (if set) have failed, or the tracer's drain deadline passes. With
+    the defaults a batch rides out an outage of five minutes, as the OpenTelemetry Collector's
+    ``retry_on_failure`` does. Retrying a timed-out attempt makes delivery at-least-once: the
+    receiver may have stored the batch whose answer never came.
 
     Attributes:
-        max_attempts: attempts in all, the first included; 1 means never retry.
+        max_attempts: attempts in all, the first included, or None (the default) for no limit
+            but ``max_elapsed``; 1 means never retry.
+        max_elapsed: the retry window in seconds: no attempt starts later than this after the
+            batch's first attempt began (300 s).
         initial_backoff: seconds before the first retry.
         max_backoff: the longest wait between attempts, in seconds (also caps ``retry_after``).
         multiplier: growth of the backoff per attempt.
@@ -46,11 +53,12 @@ class RetryPolicy:
             so that many processes do not retry in step.
     """
 
-    max_attempts: int = attrs.field(default=5, validator=_check_attempts)
+    max_attempts: int | None = attrs.field(default=None, validator=_check_attempts)
     initial_backoff: float = attrs.field(default=0.5, validator=_check_positive)
     max_backoff: float = attrs.field(default=30.0, validator=_check_positive)
     multiplier: float = attrs.field(default=2.0, validator=_check_multiplier)
     jitter: float = attrs.field(default=0.2, validator=_check_jitter)
+    max_elapsed: float = attrs.field(default=300.0, validator=_check_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.max_backoff < self.initial_backoff:

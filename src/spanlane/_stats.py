@@ -24,10 +24,11 @@ class DropReason(enum.Enum):
     QUEUE_FULL = "queue_full"
     #: The exporter raised a non-retryable exception for the record's batch.
     EXPORT_FAILED = "export_failed"
-    #: The exporter did not finish within ``export_timeout`` (and had not failed before).
+    #: Every attempt at exporting the batch ran out of ``export_timeout``, until the retry
+    #: policy gave up.
     EXPORT_TIMEOUT = "export_timeout"
-    #: The batch failed with retryable errors until ``RetryPolicy.max_attempts`` or
-    #: ``export_timeout`` ran out.
+    #: The batch kept failing (retryable errors, or attempts that timed out) until the retry
+    #: policy gave up: ``max_attempts`` or the retry window ``max_elapsed``.
     RETRIES_EXHAUSTED = "retries_exhausted"
     #: The record was still queued or in flight when ``drain_timeout`` expired at shutdown.
     SHUTDOWN_TIMEOUT = "shutdown_timeout"
@@ -49,12 +50,16 @@ class LaneStats:
         exporter: a name for the lane's exporter (its class name, or its ``name`` attribute).
         offered: records offered to the lane, including those dropped at the door.
         exported: records the exporter accepted.
-        queued: records waiting in the lane's stream.
-        in_flight: records taken from the stream and not yet exported or dropped.
+        queued: records waiting in the lane's queue.
+        in_flight: records taken from the queue (into a batch being formed or being exported)
+            and not yet exported or dropped.
         dropped: drops by reason; reasons with no drops are absent.
         retries: export attempts that were retries of an earlier failed attempt.
         batches: batches the exporter accepted.
-        high_water: the most records the stream has held at once.
+        high_water: the most records the lane's queue has held at once.
+        buffered_bytes: the estimated bytes of the records the lane holds (queued and in
+            flight); estimated only on lanes with ``max_buffer_bytes``, 0 on others.
+        high_water_bytes: the most ``buffered_bytes`` has been.
     """
 
     exporter: str
@@ -66,6 +71,8 @@ class LaneStats:
     retries: int
     batches: int
     high_water: int
+    buffered_bytes: int = 0
+    high_water_bytes: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -84,6 +91,11 @@ class LaneStats:
             f"queued {self.queued}, in flight {self.in_flight}, "
             f"dropped {self.dropped_total}{f' ({drops})' if drops else ''}, "
             f"retries {self.retries}, batches {self.batches}, high water {self.high_water}"
+            + (
+                f", {self.buffered_bytes} bytes buffered (high water {self.high_water_bytes})"
+                if self.high_water_bytes
+                else ""
+            )
         )
 
 

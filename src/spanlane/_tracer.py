@@ -462,12 +462,12 @@ class Tracer:
                 full = [
                     lane
                     for lane in self._wait_lanes
-                    if lane.full and now < start + lane.options.wait_timeout
+                    if not lane.has_room(record) and now < start + lane.options.wait_timeout
                 ]
                 if not full:
                     break
                 lane = full[0]
-                await lane.wait_for_room(start + lane.options.wait_timeout)
+                await lane.wait_for_room(start + lane.options.wait_timeout, record)
         finally:
             # No await between the last check and this: the room found is still there.
             self.deliver(record)
@@ -579,7 +579,7 @@ class Tracer:
             for lane, target in zip(self._lanes, targets, strict=True):
                 await lane.wait_settled(target)
         pending = tuple(
-            max(0, target - lane.settled) for lane, target in zip(self._lanes, targets, strict=True)
+            lane.pending(target) for lane, target in zip(self._lanes, targets, strict=True)
         )
         return FlushReport(completed=not any(pending), pending=pending, stats=self.stats())
 
@@ -797,7 +797,7 @@ class Tracer:
             # At shutdown it is worth waiting (within the drain deadline) for room: the span
             # left open is the likeliest to explain why the program stopped.
             for lane in self._lanes:
-                await lane.wait_for_room(deadline)
+                await lane.wait_for_room(deadline, record)
             self.deliver(record)
             steps += 1
             if steps % _UNFINISHED_PER_STEP == 0:
@@ -845,6 +845,8 @@ def open_tracer(
     limits: SpanLimits | None = None,
     scope: InstrumentationScope = DEFAULT_SCOPE,
     processors: Iterable[SpanProcessor] = (),
+    max_concurrent_exports: int | None = None,
+    max_buffer_bytes: int | None = None,
 ) -> Tracer:
     """Open a tracer with one lane per exporter; use the result with ``async with``.
 
@@ -866,12 +868,16 @@ def open_tracer(
         drain_timeout: seconds allowed on exit to export what is queued; then the workers are
             cancelled and what was left is counted ``SHUTDOWN_TIMEOUT``. Leaving the tracer
             takes at most ``drain_timeout`` + 1.4 s, whatever the exporters do.
-        export_timeout: seconds one batch may take to export, all retries included.
-        retry: the retry policy for :class:`RetryableExportError`.
+        export_timeout: seconds one export attempt may take; an attempt that runs out of
+            time is retried, within the retry policy.
+        retry: the retry policy (attempts, backoff, retry window).
         limits: bounds on attributes, events and links per span.
         scope: the instrumentation scope reported with every span.
         processors: stages between the tracer and the lanes, in order
             (:class:`spanlane.SpanProcessor`).
+        max_concurrent_exports: batches each lane exports at once; None takes what each
+            exporter declares (else 1). See :class:`spanlane.LaneOptions`.
+        max_buffer_bytes: the most estimated bytes each lane's records may hold, or None.
 
     Returns:
         A :class:`Tracer`, to be entered with ``async with``.
@@ -890,6 +896,8 @@ def open_tracer(
         wait_timeout=wait_timeout,
         export_timeout=export_timeout,
         retry=RetryPolicy() if retry is None else retry,
+        max_concurrent_exports=max_concurrent_exports,
+        max_buffer_bytes=max_buffer_bytes,
     )
     return Tracer(
         *exporters,

@@ -147,6 +147,9 @@ class FaultyExporter:
     ) -> None:
         self.inner: Exporter = inner if inner is not None else MemoryExporter()
         self.wants_starts = bool(getattr(self.inner, "wants_starts", False))
+        # The lane's default concurrency is what the wrapped exporter declares.
+        concurrency = getattr(self.inner, "max_concurrent_exports", 1)
+        self.max_concurrent_exports = concurrency if type(concurrency) is int else 1
         self.name = f"Faulty({exporter_name(self.inner)})"
         self.fail_on_close = fail_on_close
         self.hang_on_close = hang_on_close

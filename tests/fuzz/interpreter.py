@@ -50,9 +50,9 @@ from spanlane import (
 )
 from spanlane._attributes import coerce_attributes, coerce_value
 from spanlane._lane import Lane
-from spanlane._tracer import Tracer
+from spanlane._tracer import Tracer, lanes_of
 from spanlane.exporters import MemoryExporter
-from spanlane.exporters._base import Exporter
+from spanlane.exporters._base import Exporter, ExportResult
 from spanlane.testing import Fault, FaultKind, FaultyExporter
 from strategies import (
     AddEvent,
@@ -249,9 +249,34 @@ class AuditExporter(MemoryExporter):
         await super().export(batch)
 
 
+class CallLog:
+    """Wraps a lane's exporter: logs each export call's beginning and end, with its batch.
+
+    Attributes:
+        events: ``("begin" | "end", batch)`` in the order they happened; a retried batch is the
+            same object each time.
+    """
+
+    def __init__(self, inner: FaultyExporter) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.wants_starts = inner.wants_starts
+        self.events: list[tuple[str, Sequence[SpanRecord]]] = []
+
+    async def export(self, batch: Sequence[SpanRecord]) -> int | ExportResult | None:
+        self.events.append(("begin", batch))
+        try:
+            return await self.inner.export(batch)
+        finally:
+            self.events.append(("end", batch))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 @attrs.define
 class LaneLog:
-    """What the tracer offered a lane, and what the lane accepted into its stream, in order."""
+    """What the tracer offered a lane, and what the lane accepted into its queue, in order."""
 
     offered: list[SpanRecord] = attrs.Factory(list)
     accepted: list[SpanRecord] = attrs.Factory(list)
@@ -330,6 +355,10 @@ class LaneOutcome:
     audit: AuditExporter
     #: ``(batch size, fault)`` per export call, in order, as the FaultyExporter applied them.
     calls: list[tuple[int, Fault | None]]
+    #: When each export call began and ended, with its batch (see :class:`CallLog`).
+    events: list[tuple[str, Sequence[SpanRecord]]]
+    #: The lane's ``max_concurrent_exports``, as it resolved it.
+    concurrency: int
 
     @property
     def delivered(self) -> list[SpanRecord]:
@@ -391,7 +420,8 @@ class _Run:
             )
             for audit, spec in zip(self.audits, case.config.lanes, strict=True)
         ]
-        self.exporters: list[Exporter] = list(self.faulty)
+        self.call_logs = [CallLog(faulty) for faulty in self.faulty]
+        self.exporters: list[Exporter] = list(self.call_logs)
         self.logs = [LaneLog() for _ in self.exporters]
         self._tracer: Tracer | None = None
         self.spans: list[SpanInfo] = []
@@ -426,12 +456,13 @@ class _Run:
     async def main(self) -> None:
         # Built inside the event loop: a tracer may hold backend objects from the start.
         lanes = [
-            exporter
-            if spec.max_batch_size is None
-            else lane(exporter, max_batch_size=spec.max_batch_size)
+            lane(exporter, **spec.overrides()) if spec.overrides() else exporter
             for exporter, spec in zip(self.exporters, self.case.config.lanes, strict=True)
         ]
-        self._tracer = open_tracer(*lanes, **self.case.config.options())  # type: ignore[arg-type]
+        self._tracer = open_tracer(*lanes, **self.case.config.options())
+        if self.case.config.compact_at is not None:
+            for built in lanes_of(self._tracer):
+                built._compact_at = self.case.config.compact_at
         with anyio.CancelScope() as self.scope:
             try:
                 async with self.tracer:
@@ -616,13 +647,23 @@ class _Run:
             backend=backend,
             spans=self.spans,
             lanes=[
-                LaneOutcome(spec, lane_stats, log, audit, faulty.calls)
-                for spec, lane_stats, log, audit, faulty in zip(
+                LaneOutcome(
+                    spec,
+                    lane_stats,
+                    log,
+                    audit,
+                    faulty.calls,
+                    call_log.events,
+                    built.max_concurrent_exports,
+                )
+                for spec, lane_stats, log, audit, faulty, call_log, built in zip(
                     self.case.config.lanes,
                     stats.lanes,
                     self.logs,
                     self.audits,
                     self.faulty,
+                    self.call_logs,
+                    lanes_of(self.tracer),
                     strict=True,
                 )
             ],

@@ -10,7 +10,7 @@ import asyncio
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import trio
 
@@ -110,9 +110,11 @@ def check_accounting(outcome: Outcome) -> None:
             f"{name}: stats count {stats.offered} offers, the lane was offered "
             f"{len(lane.log.offered)} records and counted {dict(bulk)} at the door",
         )
-        accepted = {id(record) for record in lane.log.accepted}
+        # Records a lane packed while they waited reach the exporter as equal copies, so a
+        # record is known by its key (each key is offered to a lane at most once).
+        accepted = {_key(record) for record in lane.log.accepted}
         delivered = lane.delivered
-        strays = [_describe(record) for record in delivered if id(record) not in accepted]
+        strays = [_describe(record) for record in delivered if _key(record) not in accepted]
         _require(prop, not strays, f"{name}: exported records never accepted: {strays}")
         keys = [_key(record) for record in delivered]
         if not lane.redelivered:
@@ -168,32 +170,43 @@ def check_no_loss(outcome: Outcome) -> None:
 # --- 3. order --------------------------------------------------------------------------------
 
 
-def _first_deliveries(batches: Iterable[tuple[SpanRecord, ...]]) -> list[tuple[SpanRecord, ...]]:
-    """The batches as first delivered: a batch delivered again right after itself (a retry
-    after a delivery that then failed) counts once."""
-    result: list[tuple[SpanRecord, ...]] = []
-    for batch in batches:
-        if (
-            result
-            and len(batch) == len(result[-1])
-            and all(a is b for a, b in zip(batch, result[-1], strict=True))
-        ):
-            continue
-        result.append(batch)
-    return result
+def _batches(events: Iterable[tuple[str, Sequence[SpanRecord]]]) -> list[Sequence[SpanRecord]]:
+    """The distinct batches of a lane's export calls (a retry passes the same object), in the
+    order of their first call."""
+    seen: set[int] = set()
+    batches: list[Sequence[SpanRecord]] = []
+    for kind, batch in events:
+        if kind == "begin" and id(batch) not in seen:
+            seen.add(id(batch))
+            batches.append(batch)
+    return batches
 
 
 def check_order(outcome: Outcome) -> None:
-    """Each lane exports records in the order they were accepted, in contiguous runs, and a
-    span's start precedes its end, also across retries."""
+    """Each lane forms batches as contiguous runs of the order it accepted records in and starts
+    their export calls in that order; no record is in two batches (a batch is only ever sent
+    again as a retry of itself); no more batches are in flight at once than the lane allows, and
+    with one at a time every batch, retries included, is done before the next begins; a span's
+    start is offered before its end, and (exporters that want starts) the batch holding its end
+    begins only after the batch holding its start has finished."""
     prop = "order"
     for number, lane in enumerate(outcome.lanes):
         name = f"lane {number}"
-        position = {id(record): index for index, record in enumerate(lane.log.accepted)}
+        position = {_key(record): index for index, record in enumerate(lane.log.accepted)}
+        batches = _batches(lane.events)
+        index_of = {id(batch): index for index, batch in enumerate(batches)}
+        owner: dict[tuple[int, bool], int] = {}
         last = -1
-        first_deliveries = _first_deliveries(lane.audit.received)
-        for batch in first_deliveries:
-            indexes = [position.get(id(record), -1) for record in batch]
+        for index, batch in enumerate(batches):
+            keys = [_key(record) for record in batch]
+            twice = [key for key in keys if key in owner]
+            _require(
+                prop,
+                not twice,
+                f"{name}: a record was sent in two batches: {[_describe(r) for r in batch]}",
+            )
+            owner.update((key, index) for key in keys)
+            indexes = [position.get(key, -1) for key in keys]
             _require(
                 prop,
                 indexes[0] > last,
@@ -202,23 +215,58 @@ def check_order(outcome: Outcome) -> None:
             _require(
                 prop,
                 indexes == list(range(indexes[0], indexes[0] + len(batch))),
-                f"{name}: batch {[_describe(r) for r in batch]} is not a run of the stream "
-                f"(stream positions {indexes})",
+                f"{name}: batch {[_describe(r) for r in batch]} is not a run of the queue "
+                f"(queue positions {indexes})",
             )
             last = indexes[-1]
+        # In flight at once, and when each batch's calls began and ended.
+        open_calls = 0
+        first_begin: dict[int, int] = {}
+        last_end: dict[int, int] = {}
+        current = -1
+        for step, (kind, batch) in enumerate(lane.events):
+            index = index_of[id(batch)]
+            if kind == "begin":
+                open_calls += 1
+                first_begin.setdefault(index, step)
+                _require(
+                    prop,
+                    open_calls <= lane.concurrency,
+                    f"{name}: {open_calls} exports in flight, the lane allows {lane.concurrency}",
+                )
+                if lane.concurrency == 1:
+                    _require(
+                        prop,
+                        index >= current,
+                        f"{name}: batch {index} was sent again after batch {current} began "
+                        f"(one export at a time keeps batches, retries included, in order)",
+                    )
+                    current = index
+            else:
+                open_calls -= 1
+                last_end[index] = step
         if lane.spec.wants_starts:
-            exported = [record for batch in first_deliveries for record in batch]
-            for records, what in ((lane.log.offered, "offered"), (exported, "exported")):
-                seen_end: set[int] = set()
-                for record in records:
-                    if record.end_time_ns is None:
-                        _require(
-                            prop,
-                            record.span_id not in seen_end,
-                            f"{name}: the start of {record.name} was {what} after its end",
-                        )
-                    else:
-                        seen_end.add(record.span_id)
+            seen_end: set[int] = set()
+            for record in lane.log.offered:
+                if record.end_time_ns is None:
+                    _require(
+                        prop,
+                        record.span_id not in seen_end,
+                        f"{name}: the start of {record.name} was offered after its end",
+                    )
+                else:
+                    seen_end.add(record.span_id)
+            for (span_id, is_start), index in owner.items():
+                start_batch = owner.get((span_id, True)) if not is_start else None
+                if start_batch is None or start_batch == index:
+                    continue
+                _require(
+                    prop,
+                    start_batch < index
+                    and last_end.get(start_batch, math.inf) < first_begin[index],
+                    f"{name}: the end of span {span_id:x} was sent (batch {index}) before the "
+                    f"batch holding its start (batch {start_batch}) had finished",
+                )
 
 
 # --- 4. integrity ----------------------------------------------------------------------------
@@ -246,8 +294,9 @@ def _is_cancellation(exc: BaseException) -> bool:
 
 def check_integrity(outcome: Outcome) -> None:
     """Ids are unique and non-zero, parents are spans of the same trace the program started,
-    and every record carries exactly what the program set before it was offered, unchanged by
-    anything done afterwards."""
+    every record carries exactly what the program set before it was offered, unchanged by
+    anything done afterwards, and the exporter receives it with exactly those values (also
+    when the lane packed it while it waited)."""
     prop = "integrity"
     by_id: dict[int, SpanInfo] = {}
     roots: set[int] = set()
@@ -266,11 +315,57 @@ def check_integrity(outcome: Outcome) -> None:
                 snapshot(record) == lane.log.at_offer[id(record)],
                 f"{name}: {_describe(record)} changed after it was offered",
             )
+        offered = {_key(record): record for record in lane.log.offered}
+        for record in lane.delivered:
+            original = offered.get(_key(record))
+            _require(
+                prop,
+                original is not None and _same(record, original),
+                f"{name}: {_describe(record)} reached the exporter changed: {record!r}, offered "
+                f"{original!r}",
+            )
         for record in lane.log.offered:
             owner = by_id.get(record.span_id)
             _require(prop, owner is not None, f"{name}: {_describe(record)} is no span of ours")
             assert owner is not None
             _check_record(prop, name, record, owner, by_id)
+
+
+def _same(one: SpanRecord, other: SpanRecord) -> bool:
+    """True when two records carry the same values (NaN equal to NaN)."""
+    return snapshot(one) == snapshot(other) and (
+        one.name,
+        one.trace_id,
+        one.span_id,
+        one.parent_span_id,
+        one.kind,
+        one.start_time_ns,
+        one.end_time_ns,
+        one.links,
+        one.dropped_links,
+        one.resource,
+        one.scope,
+        one.trace_state,
+        one.parent_is_remote,
+        one.trace_flags,
+        tuple((event.time_ns, event.dropped_attributes) for event in one.events),
+    ) == (
+        other.name,
+        other.trace_id,
+        other.span_id,
+        other.parent_span_id,
+        other.kind,
+        other.start_time_ns,
+        other.end_time_ns,
+        other.links,
+        other.dropped_links,
+        other.resource,
+        other.scope,
+        other.trace_state,
+        other.parent_is_remote,
+        other.trace_flags,
+        tuple((event.time_ns, event.dropped_attributes) for event in other.events),
+    )
 
 
 def _check_record(

@@ -117,10 +117,12 @@ def test_nothing_is_lost_without_a_cause(backend: Backend, case: Case) -> None:
 @fuzz_settings()
 @given(case=cases())
 def test_each_lane_keeps_the_order_records_were_offered_in(backend: Backend, case: Case) -> None:
-    """Order: each lane's exporter receives records in the order the lane accepted them, each
-    batch a contiguous run of that order (a batch retried after it was delivered is repeated in
-    place, never after later batches); for exporters that want starts, a span's start record is
-    offered and exported before its end record."""
+    """Order: each lane forms batches as contiguous runs of the order it accepted records in and
+    starts their export calls in that order; no record is in two batches (a batch is sent again
+    only as a retry of itself); no more exports run at once than ``max_concurrent_exports``, and
+    with one at a time each batch, retries included, is done before the next begins; for
+    exporters that want starts, a span's start record is offered before its end record, and the
+    batch holding the end begins only once the batch holding the start has finished."""
     check_order(run_case(case, backend))
 
 

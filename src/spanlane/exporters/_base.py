@@ -44,6 +44,11 @@ class Exporter(Protocol):
         wants_starts: also deliver start notifications (records with ``end_time_ns=None``) when
             spans start.
 
+    An exporter may also declare ``max_concurrent_exports``, an int: how many ``export()`` calls
+    it can take at once, the default of the lane option of that name (1 when it does not say;
+    optional, so that it is not part of what ``isinstance(obj, Exporter)`` checks). Calls start
+    in batch order either way; an exporter that keeps state per batch must key it by batch.
+
     ``export`` raises :class:`spanlane.RetryableExportError` for a transient failure (the batch is
     retried whole per the lane's ``RetryPolicy``); any other exception fails the batch for good
     (``EXPORT_FAILED``). Whatever it raises, the application never sees it and the lane lives.
@@ -78,9 +83,11 @@ class BaseExporter:
     Attributes:
         name: the class name unless set.
         wants_starts: False unless set.
+        max_concurrent_exports: 1 unless set: one ``export()`` call at a time.
     """
 
     wants_starts: bool = False
+    max_concurrent_exports: int = 1
 
     @property
     def name(self) -> str:
@@ -107,6 +114,8 @@ class ExporterInfo:
         exporter: the exporter itself.
         name: its name in statistics and logs.
         wants_starts: whether it receives start notifications.
+        max_concurrent_exports: the export calls it declares it can take at once (1 unless it
+            declares a positive int).
         export: its bound ``export`` method.
         aclose: its bound ``aclose`` method (its result is awaited if it is awaitable), or a
             no-op.
@@ -117,6 +126,7 @@ class ExporterInfo:
     wants_starts: bool
     export: Callable[[Sequence[SpanRecord]], Awaitable[object]]
     aclose: Callable[[], object]
+    max_concurrent_exports: int = 1
 
 
 def exporter_name(exporter: object) -> str:
@@ -147,6 +157,12 @@ def describe(exporter: object) -> ExporterInfo:
         wants_starts = getattr(exporter, "wants_starts", False) is True
     except Exception:
         wants_starts = False
+    try:
+        concurrency = getattr(exporter, "max_concurrent_exports", 1)
+    except Exception:
+        concurrency = 1
+    if type(concurrency) is not int or concurrency < 1:
+        concurrency = 1
     aclose = getattr(exporter, "aclose", None)
     if not callable(aclose):
         aclose = _no_aclose
@@ -156,4 +172,5 @@ def describe(exporter: object) -> ExporterInfo:
         wants_starts=wants_starts,
         export=export,
         aclose=aclose,
+        max_concurrent_exports=concurrency,
     )

@@ -2,14 +2,17 @@
 
 Encoding runs on the event loop in slices of at most about :data:`SLICE_SECONDS`, with a
 checkpoint between slices; compression of a large body runs in a worker thread, where zlib
-releases the GIL. The measurements behind both choices are in ``docs/design-otlp.md``.
+releases the GIL. A span with a huge value (protobuf only) is encoded in pieces between
+checkpoints and kept as a :class:`~._otlp_proto.Rope` of chunks that is never joined, compressed
+chunk by chunk in a thread and streamed. The measurements behind these choices are in
+``docs/design-otlp.md`` and ``docs/design.md``.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import anyio.lowlevel
@@ -19,13 +22,14 @@ from .._log import logger
 from .._records import InstrumentationScope, Resource, SpanRecord
 from .._safe import safe_str
 from . import _otlp_json, _otlp_proto
+from ._otlp_proto import LargeValue, Rope
 
 #: How long encoding may hold the event loop before it yields, in seconds. Slices are timed
 #: rather than counted because spans differ in cost by orders of magnitude (six attributes or a
-#: hundred events). One millisecond leaves most of a 5 ms lag budget to the parts of an export
-#: that cannot be sliced (the lane's bookkeeping, sending the request); a yield costs a few
-#: microseconds, and a 512-span batch makes about five.
-SLICE_SECONDS = 0.001
+#: hundred events). Half a millisecond leaves most of the lag budget to the parts of an export
+#: that cannot be sliced (the lane's bookkeeping, sending the request); measured against 1 and
+#: 0.25 ms in docs/design-otlp.md. A yield costs a few microseconds.
+SLICE_SECONDS = 0.0005
 #: Spans encoded between two looks at the clock (each span costs a few microseconds).
 CLOCK_EVERY = 32
 #: Bodies at least this long are gzipped in a worker thread (about 1 ms of zlib at level 1).
@@ -33,7 +37,7 @@ THREAD_COMPRESS_BYTES = 512 * 1024
 #: zlib level 1 compresses OTLP spans within 1 % of level 6 in a fifth of the time.
 GZIP_LEVEL = 1
 
-_Groups = Sequence[tuple[bytes, Sequence[tuple[bytes, Sequence[bytes]]]]]
+_Groups = Sequence[tuple[bytes, Sequence[tuple[bytes, Sequence[bytes | Rope]]]]]
 
 
 @attrs.frozen
@@ -50,17 +54,22 @@ class Codec:
         per_span: bytes a span adds besides its fragment (a comma in JSON).
         envelope: an upper bound on the bytes of an empty request.
         decode_partial_success: ``(rejected, message)`` from a response body.
+        encode_span_sliced: for a span whose ``encode_span`` raised ``LargeValue``: the same
+            encoding in pieces, awaiting a pause between them (None: the codec never raises it).
     """
 
     content_type: str
     encode_span: Callable[[SpanRecord], bytes]
     encode_resource: Callable[[Resource], bytes]
     encode_scope: Callable[[InstrumentationScope], bytes]
-    encode_request: Callable[[_Groups], bytes]
+    encode_request: Callable[[_Groups], bytes | Rope]
     group_overhead: Callable[[bytes, bytes], int]
     per_span: int
     envelope: int
     decode_partial_success: Callable[[bytes], tuple[int, str]]
+    encode_span_sliced: (
+        Callable[[SpanRecord, Callable[[], Awaitable[None]]], Awaitable[Rope]] | None
+    ) = None
 
 
 PROTOBUF = Codec(
@@ -73,6 +82,7 @@ PROTOBUF = Codec(
     per_span=0,
     envelope=0,
     decode_partial_success=_otlp_proto.decode_partial_success,
+    encode_span_sliced=_otlp_proto.encode_span_sliced,
 )
 
 JSON = Codec(
@@ -80,7 +90,7 @@ JSON = Codec(
     encode_span=_otlp_json.encode_span,
     encode_resource=_otlp_json.encode_resource,
     encode_scope=_otlp_json.encode_scope,
-    encode_request=_otlp_json.encode_request,
+    encode_request=_otlp_json.encode_request,  # type: ignore[arg-type] # never given a Rope
     group_overhead=_otlp_json.group_overhead,
     per_span=1,
     envelope=32,
@@ -93,12 +103,13 @@ class Part:
     """One request's worth of a batch.
 
     Attributes:
-        body: the request body, compressed if the exporter compresses.
+        body: the request body, compressed if the exporter compresses: bytes, or for a request
+            holding a huge span a :class:`~._otlp_proto.Rope` of chunks (sent as a stream).
         spans: how many spans it carries.
         encoded_size: the body's length before compression.
     """
 
-    body: bytes
+    body: bytes | Rope
     spans: int
     encoded_size: int
 
@@ -144,13 +155,13 @@ class Packer:
         self._max_bytes = max_bytes
         self._resources = _Interner(codec.encode_resource)  # type: ignore[arg-type]
         self._scopes = _Interner(codec.encode_scope)  # type: ignore[arg-type]
-        self._current: dict[int, dict[int, list[bytes]]] = {}
+        self._current: dict[int, dict[int, list[bytes | Rope]]] = {}
         self._size = codec.envelope
         self._count = 0
         #: ``(body, span count)`` per finished request, in order.
-        self.bodies: list[tuple[bytes, int]] = []
+        self.bodies: list[tuple[bytes | Rope, int]] = []
 
-    def add(self, record: SpanRecord, fragment: bytes) -> None:
+    def add(self, record: SpanRecord, fragment: bytes | Rope) -> None:
         """Add one span, finishing the current request first if the span would overflow it."""
         codec = self._codec
         resource = self._resources.index(record.resource)
@@ -193,7 +204,7 @@ class Packer:
 
 def split(
     records: Sequence[SpanRecord], fragments: Sequence[bytes], codec: Codec, max_bytes: int
-) -> list[tuple[bytes, int]]:
+) -> list[tuple[bytes | Rope, int]]:
     """Pack already encoded spans into request bodies in one go (see :class:`Packer`).
 
     Returns:
@@ -212,6 +223,15 @@ def gzip_bytes(data: bytes) -> bytes:
     # wbits argument in Python 3.11.
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
     return compressor.compress(data) + compressor.flush()
+
+
+def gzip_rope(rope: Rope) -> Rope:
+    """Compress a rope chunk by chunk into a rope (for a worker thread: zlib releases the GIL
+    for each chunk, and nothing is ever joined)."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
+    chunks = [compressor.compress(chunk) for chunk in rope.chunks]
+    chunks.append(compressor.flush())
+    return Rope([chunk for chunk in chunks if chunk])
 
 
 class _Slicer:
@@ -240,15 +260,27 @@ class Encoded:
     unencodable: int = 0
 
 
-def _encode_one(encode_span: Callable[[SpanRecord], bytes], record: SpanRecord) -> bytes | None:
+def _left_out(exc: Exception) -> None:
+    logger.warning(
+        "spanlane OTLP: left out a span that could not be encoded (%s: %s)",
+        type(exc).__name__,
+        safe_str(exc, 200),
+    )
+
+
+async def _encode_one(codec: Codec, record: SpanRecord, slicer: _Slicer) -> bytes | Rope | None:
     try:
-        return encode_span(record)
+        return codec.encode_span(record)
+    except LargeValue:
+        pass
     except Exception as exc:
-        logger.warning(
-            "spanlane OTLP: left out a span that could not be encoded (%s: %s)",
-            type(exc).__name__,
-            safe_str(exc, 200),
-        )
+        _left_out(exc)
+        return None
+    assert codec.encode_span_sliced is not None
+    try:
+        return await codec.encode_span_sliced(record, slicer.pause)
+    except Exception as exc:
+        _left_out(exc)
         return None
 
 
@@ -275,7 +307,11 @@ async def encode_batch(
     unencodable = 0
     for start in range(0, len(records), CLOCK_EVERY):
         for record in records[start : start + CLOCK_EVERY]:
-            fragment = _encode_one(encode_span, record)
+            fragment: bytes | Rope | None
+            try:
+                fragment = encode_span(record)
+            except Exception:  # a huge span (LargeValue), or one that cannot be encoded
+                fragment = await _encode_one(codec, record, slicer)
             if fragment is None:
                 unencodable += 1
             else:
@@ -287,7 +323,9 @@ async def encode_batch(
         await slicer.pause()
         encoded_size = len(body)
         if gzip:
-            if encoded_size >= THREAD_COMPRESS_BYTES:
+            if isinstance(body, Rope):
+                body = await anyio.to_thread.run_sync(gzip_rope, body)
+            elif encoded_size >= THREAD_COMPRESS_BYTES:
                 body = await anyio.to_thread.run_sync(gzip_bytes, body)
             else:
                 body = gzip_bytes(body)

@@ -14,7 +14,7 @@ and a request is assembled by joining fragments without re-encoding anything.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .._records import (
@@ -29,12 +29,15 @@ from .._records import (
 
 __all__ = [
     "CONTENT_TYPE",
+    "LargeValue",
+    "Rope",
     "decode_partial_success",
     "decode_status_message",
     "encode_request",
     "encode_resource",
     "encode_scope",
     "encode_span",
+    "encode_span_sliced",
     "group_overhead",
 ]
 
@@ -57,6 +60,70 @@ _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
 # kind, start, end and flags in one call: tag bytes and values, little-endian as protobuf wants.
 _pack_fixed_fields = struct.Struct("<BBBQBQBBI").pack
+
+
+#: A string attribute value longer than this (characters), a sequence value with more elements
+#: than :data:`LARGE_ITEMS`, or a span with more events than :data:`LARGE_EVENTS`, makes
+#: :func:`encode_span` raise :class:`LargeValue`: such a span is encoded by
+#: :func:`encode_span_sliced` instead, in pieces, yielding to the event loop between them, so
+#: that one pathological span (a 100 MB prompt, a million-element list) cannot hold the loop.
+LARGE_CHARS = 256 * 1024
+LARGE_ITEMS = 2048
+LARGE_EVENTS = 512
+#: The size of the chunks a large span's encoding is kept in (never joined into one bytes).
+CHUNK_BYTES = 1024 * 1024
+
+
+class LargeValue(Exception):
+    """Raised by :func:`encode_span` for a span to encode with :func:`encode_span_sliced`."""
+
+
+class Rope:
+    """A long byte string kept as chunks of at most about :data:`CHUNK_BYTES`.
+
+    Joining (or copying) 100 MB is one C call of tens of milliseconds that holds the event loop;
+    a rope is only ever copied chunk by chunk: compressed, or streamed to the socket.
+
+    Attributes:
+        chunks: the bytes, in order.
+        size: their total length.
+    """
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.size = sum(map(len, chunks))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"<Rope {self.size} bytes in {len(self.chunks)} chunks>"
+
+
+def _coalesce(pieces: Sequence[bytes | Rope]) -> list[bytes]:
+    """Pieces (bytes and ropes) as chunks: small neighbours joined, up to :data:`CHUNK_BYTES`."""
+    chunks: list[bytes] = []
+    pending: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        parts = piece.chunks if isinstance(piece, Rope) else (piece,)
+        for part in parts:
+            if len(part) >= CHUNK_BYTES // 4:  # big enough to stand alone: never copied
+                if pending:
+                    chunks.append(b"".join(pending))
+                    pending, size = [], 0
+                chunks.append(part)
+                continue
+            pending.append(part)
+            size += len(part)
+            if size >= CHUNK_BYTES:
+                chunks.append(b"".join(pending))
+                pending, size = [], 0
+    if pending:
+        chunks.append(b"".join(pending))
+    return chunks
 
 
 def _varint(value: int) -> bytes:
@@ -111,6 +178,8 @@ def _any_value(value: object) -> bytes:
     """The body of an ``AnyValue`` message for one attribute value."""
     kind = type(value)
     if kind is str:
+        if len(value) > LARGE_CHARS:  # type: ignore[arg-type]
+            raise LargeValue
         data = _utf8(value)  # type: ignore[arg-type]
         return b"\x0a" + _varint(len(data)) + data
     if kind is bool:
@@ -126,7 +195,8 @@ def _any_value(value: object) -> bytes:
     if kind is float:
         return b"\x21" + _pack_double(value)
     if kind is tuple or kind is list:
-        # array_value = 5: ArrayValue { repeated AnyValue values = 1; }
+        if len(value) > LARGE_ITEMS:  # type: ignore[arg-type]
+            raise LargeValue
         body = b"".join(
             [b"\x0a" + _varint(len(item)) + item for item in map(_any_value, value)]  # type: ignore[call-overload]
         )
@@ -202,6 +272,8 @@ def _span_attribute_fields(attributes: Mapping[str, object]) -> list[bytes]:
     for item in attributes.items():
         kind = type(item[1])
         if kind is str:
+            if len(item[1]) > LARGE_CHARS:  # type: ignore[arg-type]
+                raise LargeValue  # before hashing it for the cache: that alone is O(n)
             append(str_cache.get(item) or _cache_span_field(str_cache, item))
         elif kind is int:
             append(int_cache.get(item) or _cache_span_field(int_cache, item))
@@ -298,6 +370,8 @@ def encode_span(record: SpanRecord) -> bytes:
     if record.dropped_attributes:
         parts.append(b"\x50" + _varint(record.dropped_attributes))
     if record.events:
+        if len(record.events) > LARGE_EVENTS:
+            raise LargeValue
         parts += map(_event_field, record.events)
     if record.dropped_events:
         parts.append(b"\x60" + _varint(record.dropped_events))
@@ -348,8 +422,8 @@ def group_overhead(resource_field: bytes, scope_field: bytes) -> int:
 
 
 def encode_request(
-    groups: Sequence[tuple[bytes, Sequence[tuple[bytes, Sequence[bytes]]]]],
-) -> bytes:
+    groups: Sequence[tuple[bytes, Sequence[tuple[bytes, Sequence[bytes | Rope]]]]],
+) -> bytes | Rope:
     """Assemble an ``ExportTraceServiceRequest`` from encoded fragments.
 
     Args:
@@ -359,9 +433,9 @@ def encode_request(
     Returns:
         The serialised request.
     """
-    pieces: list[bytes] = []
+    pieces: list[bytes | Rope] = []
     for resource_field, scopes in groups:
-        scope_pieces: list[bytes] = []
+        scope_pieces: list[bytes | Rope] = []
         for scope_field, spans in scopes:
             length = len(scope_field) + sum(map(len, spans))
             scope_pieces += (b"\x12", _varint(length), scope_field)
@@ -369,7 +443,129 @@ def encode_request(
         length = len(resource_field) + sum(map(len, scope_pieces))
         pieces += (b"\x0a", _varint(length), resource_field)
         pieces += scope_pieces
-    return b"".join(pieces)
+    if any(isinstance(piece, Rope) for piece in pieces):
+        return Rope(_coalesce(pieces))
+    return b"".join(pieces)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# Large spans, in pieces: the same bytes as encode_span, built chunk by chunk.
+# ---------------------------------------------------------------------------------------------
+
+Pause = Callable[[], Awaitable[None]]
+
+
+def _wrap(tag: bytes, chunks: list[bytes]) -> list[bytes]:
+    """A length-delimited field around ``chunks``: its tag and length, then the chunks."""
+    return [tag + _varint(sum(map(len, chunks))), *chunks]
+
+
+async def _any_value_chunks(value: object, pause: Pause) -> list[bytes]:
+    """The body of an ``AnyValue``, in chunks, yielding between them."""
+    try:
+        return [_any_value(value)]
+    except LargeValue:
+        pass
+    if type(value) is str:
+        text: str = value
+        chunks = []
+        for start in range(0, len(text), LARGE_CHARS):
+            # Per code point, UTF-8 is the same in slices as whole (a lone surrogate too).
+            chunks.append(_utf8(text[start : start + LARGE_CHARS]))
+            await pause()
+        return _wrap(b"\x0a", chunks)
+    items: Sequence[object] = value  # type: ignore[assignment] # a tuple or list
+    chunks = []
+    for start in range(0, len(items), LARGE_ITEMS):
+        small: list[bytes] = []  # the elements of this slice, joined into one chunk
+        for item in items[start : start + LARGE_ITEMS]:
+            try:
+                body = _any_value(item)
+            except LargeValue:
+                if small:
+                    chunks.append(b"".join(small))
+                    small = []
+                chunks += _wrap(b"\x0a", await _any_value_chunks(item, pause))
+            else:
+                small.append(b"\x0a" + _varint(len(body)) + body)
+        if small:
+            chunks.append(b"".join(small))
+        await pause()
+    return _wrap(b"\x2a", _coalesce(chunks))
+
+
+async def _keyvalue_chunks(tag: bytes, key: str, value: object, pause: Pause) -> list[bytes]:
+    key_data = _utf8(key)
+    any_value = await _any_value_chunks(value, pause)
+    return _wrap(tag, [b"\x0a" + _varint(len(key_data)) + key_data, *_wrap(b"\x12", any_value)])
+
+
+async def _attribute_chunks(
+    tag: bytes, attributes: Mapping[str, object], pause: Pause
+) -> list[bytes]:
+    chunks: list[bytes] = []
+    for key, value in attributes.items():
+        try:
+            chunks.append(_keyvalue_field(tag, key, value))
+        except LargeValue:
+            chunks += await _keyvalue_chunks(tag, key, value, pause)
+    return chunks
+
+
+async def _event_chunks(event: Event, pause: Pause) -> list[bytes]:
+    try:
+        return [_event_field(event)]
+    except LargeValue:
+        pass
+    parts = [b"\x09" + _pack_fixed64(event.time_ns), _string_field(b"\x12", event.name)]
+    parts += await _attribute_chunks(b"\x1a", event.attributes, pause)
+    if event.dropped_attributes:
+        parts.append(b"\x20" + _varint(event.dropped_attributes))
+    return _wrap(b"\x5a", parts)
+
+
+async def encode_span_sliced(record: SpanRecord, pause: Pause) -> Rope:
+    """Encode one span as :func:`encode_span` does, in pieces, awaiting ``pause()`` between
+    them; the result is kept in chunks (a :class:`Rope`), never joined."""
+    name = _utf8(record.name)
+    parts: list[bytes] = [
+        b"\x0a\x10" + record.trace_id.to_bytes(16, "big"),
+        b"\x12\x08" + record.span_id.to_bytes(8, "big"),
+        b"\x2a" + _varint(len(name)) + name,
+        _pack_fixed_fields(
+            0x30,
+            int(record.kind),
+            0x39,
+            record.start_time_ns,
+            0x41,
+            record.end_time_ns or 0,
+            0x85,
+            0x01,
+            (record.trace_flags & 0xFF)
+            | (_HAS_IS_REMOTE | _IS_REMOTE if record.parent_is_remote else _HAS_IS_REMOTE),
+        ),
+    ]
+    if record.parent_span_id is not None:
+        parts.append(b"\x22\x08" + record.parent_span_id.to_bytes(8, "big"))
+    if record.trace_state:
+        parts.append(_string_field(b"\x1a", record.trace_state))
+    parts += await _attribute_chunks(b"\x4a", record.attributes, pause)
+    if record.dropped_attributes:
+        parts.append(b"\x50" + _varint(record.dropped_attributes))
+    for number, event in enumerate(record.events):
+        parts += await _event_chunks(event, pause)
+        if number % 256 == 255:
+            await pause()
+    if record.dropped_events:
+        parts.append(b"\x60" + _varint(record.dropped_events))
+    parts += map(_link_field, record.links)
+    if record.dropped_links:
+        parts.append(b"\x70" + _varint(record.dropped_links))
+    status = record.status
+    if status.code or status.description:
+        parts.append(_status_field(status))
+    await pause()
+    return Rope(_coalesce(_wrap(b"\x12", _coalesce(parts))))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ import operator
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import timezone
 from typing import Final, Literal
 
 import anyio
+import anyio.lowlevel
 
 from .._exceptions import ExportError, RetryableExportError
 from .._records import SpanRecord
@@ -26,6 +27,7 @@ from . import _otlp_proto
 from ._base import ExportResult
 from ._otlp_config import OTLPConfig, redact_url, resolve_config
 from ._otlp_encode import JSON, PROTOBUF, Part, encode_batch
+from ._otlp_proto import Rope
 
 # httpx comes with the otlp extra; say so rather than fail with a bare ModuleNotFoundError.
 try:
@@ -53,6 +55,8 @@ _MAX_RESPONSE_BYTES = 64 * 1024
 _EXCERPT_CHARS = 200
 #: The longest wait a ``Retry-After`` may ask for that is taken at face value (one day).
 _MAX_RETRY_AFTER = 86_400.0
+#: Batches whose progress the exporter remembers at most (a few lanes' worth in flight).
+_MAX_PROGRESS = 64
 
 
 class _Unset:
@@ -169,11 +173,10 @@ class OTLPExporter:
 
     #: The OTLP exporter wants finished spans only.
     wants_starts: Final = False
-
-    @property
-    def name(self) -> str:
-        """``"OTLPExporter"``: the name in statistics and logs."""
-        return "OTLPExporter"
+    #: Batches a lane may export at once by default: an OTLP receiver takes concurrent requests
+    #: (the Collector's own exporters send with ten consumers), and each request waits for its
+    #: answer; the exporter keeps each batch's progress on its own.
+    max_concurrent_exports: Final = 4
 
     def __init__(
         self,
@@ -227,9 +230,20 @@ class OTLPExporter:
             )
         self._client: httpx.AsyncClient | None = client
         self._closed = False
-        self._progress: _Progress | None = None
+        # Per batch in flight (the lane exports several at once): how far each has got, so that
+        # a retry resumes. Keyed by the batch object's id; `matches` guards against a reused id.
+        self._progress: dict[int, _Progress] = {}
+        # Encoding is CPU work on the event loop, in 1 ms slices: batches in flight at once
+        # encode one at a time, so that their slices do not pile up in one turn of the loop
+        # (concurrency pays off while requests wait for answers, not while encoding).
+        self._encoding: anyio.Lock | None = None
 
     # --- read-only settings ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The name used in statistics and logs: ``OTLPExporter``."""
+        return type(self).__name__
 
     @property
     def endpoint(self) -> str:
@@ -287,23 +301,29 @@ class OTLPExporter:
         """
         if self._closed:
             raise ExportError("the OTLP exporter is closed")
-        progress = self._progress
+        key = id(batch)
+        progress = self._progress.pop(key, None)
         if progress is None or not progress.matches(batch):
-            self._progress = None
             # Start notifications carry no end time and are not OTLP spans.
             records = [record for record in batch if record.end_time_ns is not None]
             if not records:
                 return ExportResult()
-            encoded = await encode_batch(
-                records,
-                self._codec,
-                self._max_request_bytes,
-                gzip=self._config.compression == "gzip",
-            )
+            if self._encoding is None:
+                self._encoding = anyio.Lock()
+            async with self._encoding:
+                encoded = await encode_batch(
+                    records,
+                    self._codec,
+                    self._max_request_bytes,
+                    gzip=self._config.compression == "gzip",
+                )
             progress = _Progress(batch, encoded.parts, encoded.unencodable)
         # Kept until the batch settles, including through a cancellation by the lane, so that
-        # a retry of this batch skips requests that already succeeded.
-        self._progress = progress
+        # a retry of this batch skips requests that already succeeded. A lane that gives up on
+        # a batch never says so: the oldest entries go once there are more than a lane keeps.
+        self._progress[key] = progress
+        while len(self._progress) > _MAX_PROGRESS:
+            del self._progress[next(iter(self._progress))]
         client = self._client
         if client is None:  # aclose() ran while the batch was being encoded
             raise ExportError("the OTLP exporter is closed")
@@ -313,7 +333,7 @@ class OTLPExporter:
             raise RetryableExportError(
                 f"OTLP export to {self._where} did not finish within {self._config.timeout} s"
             )
-        self._progress = None
+        self._progress.pop(key, None)
         if progress.first_error is not None and not progress.delivered:
             raise progress.first_error
         return ExportResult(
@@ -323,7 +343,7 @@ class OTLPExporter:
     async def aclose(self) -> None:
         """Close the HTTP client, unless it was passed in; later exports raise ``ExportError``."""
         self._closed = True
-        self._progress = None
+        self._progress.clear()
         client, self._client = self._client, None
         if client is not None and self._owns_client:
             await client.aclose()
@@ -353,12 +373,23 @@ class OTLPExporter:
 
     async def _post(self, client: httpx.AsyncClient, part: Part) -> int:
         """POST one part; return the spans rejected by a partial success."""
+        body = part.body
+        headers = self._request_headers
+        content: bytes | AsyncIterator[bytes]
+        if type(body) is Rope:
+            # A huge request is streamed chunk by chunk, with its length given (no chunked
+            # transfer encoding), rather than joined into one bytes on the event loop.
+            content = _stream(body)
+            headers = httpx.Headers(headers)
+            headers["Content-Length"] = str(body.size)
+        else:
+            content = body  # type: ignore[assignment]
         try:
             async with client.stream(
                 "POST",
                 self._config.endpoint,
-                content=part.body,
-                headers=self._request_headers,
+                content=content,
+                headers=headers,
                 follow_redirects=False,
                 timeout=self._config.timeout,
             ) as response:
@@ -452,6 +483,12 @@ class OTLPExporter:
             text = text.replace(secret, "[redacted]")
         text = re.sub(r"\s+", " ", text).strip()
         return "".join(ch if ch.isprintable() else "?" for ch in text[:_EXCERPT_CHARS])
+
+
+async def _stream(rope: Rope) -> AsyncIterator[bytes]:
+    for chunk in rope.chunks:
+        yield chunk
+        await anyio.lowlevel.checkpoint()
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> bytes:
