@@ -1,8 +1,9 @@
 """The thread inbox: how records from other threads reach the event loop without waiting for it.
 
-A memory-object stream is not thread-safe, so a thread never touches a lane. It appends its record
-to this inbox and, when the inbox was empty, schedules one callback on the loop
-(``call_soon_threadsafe`` / ``TrioToken.run_sync_soon``), which never blocks. The loop takes
+A lane belongs to its event loop (its queue, counters and events are not thread-safe), so a thread
+never touches one. It appends its record to this inbox and, when the inbox was empty, schedules
+one callback on the loop (``call_soon_threadsafe`` / ``TrioToken.run_sync_soon``), which never
+blocks. The loop takes
 everything queued in one go: one wake-up per burst, not per record. No thread ever waits for the
 loop, so nothing deadlocks when the loop thread is itself blocked on that thread
 (``thread.join()``, a ``concurrent.futures`` result).
