@@ -46,6 +46,7 @@ from ._records import (
     StatusCode,
     _RecordBuilder,
     clean_flags,
+    new_context,
     new_record,
 )
 from ._runtime import is_cancellation
@@ -70,6 +71,7 @@ __all__ = [
     "seal",
     "seal_unfinished",
     "start_record",
+    "unsampled_span",
 ]
 
 #: The largest timestamp OTLP can carry (fixed64 nanoseconds since the epoch).
@@ -213,14 +215,18 @@ class Span:
         context = self._context
         if context is None:
             rec = self._rec
-            context = self._context = SpanContext(
+            context = self._context = new_context(
                 rec.trace_id, rec.span_id, rec.trace_flags, rec.trace_state
             )
         return context
 
     @property
     def is_recording(self) -> bool:
-        """True until the span has ended; setters are no-ops afterwards."""
+        """True until the span has ended; setters are no-ops afterwards.
+
+        Always False for a :class:`NonRecordingSpan`, which includes the spans the sampler did
+        not sample: code that computes an expensive attribute can check this first.
+        """
         return self._sink is not None and self._rec.end_time_ns is None
 
     @property
@@ -540,50 +546,174 @@ class NonRecordingSpan(Span):
     """A span that records nothing but carries a context.
 
     It is what :func:`current_span` returns outside any span, what :func:`spanlane.span` returns
-    without a tracer, and what a tracer returns where it does not record (telemetry's own code,
-    a tracer that was never entered). It can be a parent: ``parent=NonRecordingSpan(remote)``
-    continues the remote trace. Entering one with a valid context makes it the current span;
-    every setter is a cheap no-op.
+    without a tracer, what a tracer returns where it does not record (telemetry's own code, a
+    tracer that was never entered), and what it returns for a span the sampler did not sample
+    (see :mod:`spanlane.sampling`). It can be a parent: ``parent=NonRecordingSpan(remote)``
+    continues the remote trace, and the children of an unsampled span continue its trace (and,
+    through :class:`~spanlane.sampling.ParentBased`, its decision). Entering one with a valid
+    context makes it the current span; every other method is a cheap no-op, and it keeps no
+    name, attributes or times (``name`` is ``""``, ``start_time_ns`` is 0).
+
+    Attributes:
+        parent: the parent's context for a span the sampler did not sample, else None.
     """
 
+    # Only _context, _token and parent are used; _sink is None and, while _context is None,
+    # _rec holds the parts of the context (trace id, span id, flags, state) until someone asks
+    # for it: an unsampled span that is never a parent nor propagated never builds one.
     __slots__ = ()
 
     def __init__(self, context: SpanContext) -> None:
-        super().__init__(
-            None,
-            "",
-            context.trace_id,
-            context.span_id,
-            context.trace_state,
-            None,
-            SpanKind.INTERNAL,
-            0,
-            None,
-            0,
-            (),
-            0,
-            context.trace_flags,
-        )
+        self._sink = None
+        self._rec = None
         self._context = context
+        self._token = None
+        self.parent = None
+
+    def __repr__(self) -> str:
+        context = self.context
+        return (
+            f"<NonRecordingSpan trace={_hex(context.trace_id, 32)} "
+            f"span={_hex(context.span_id, 16)} flags={_hex(context.trace_flags, 2)}>"
+        )
+
+    @property
+    def name(self) -> str:
+        """Always ``""``: a non-recording span keeps no name."""
+        return ""
+
+    @property
+    def kind(self) -> SpanKind:
+        """Always ``INTERNAL``."""
+        return SpanKind.INTERNAL
 
     @property
     def context(self) -> SpanContext:
         """The context this span carries."""
-        return self._context  # type: ignore[return-value]
+        context = self._context
+        if context is None:
+            context = self._context = new_context(*self._rec)
+        return context
+
+    @property
+    def is_recording(self) -> bool:
+        """Always False."""
+        return False
+
+    @property
+    def start_time_ns(self) -> int:
+        """Always 0: a non-recording span keeps no times."""
+        return 0
+
+    @property
+    def end_time_ns(self) -> int | None:
+        """Always None."""
+        return None
+
+    @property
+    def attributes(self) -> Mapping[str, AttributeValue]:
+        """Always empty."""
+        return EMPTY_ATTRIBUTES
+
+    @property
+    def status(self) -> Status:
+        """Always unset."""
+        return UNSET_STATUS
+
+    @property
+    def record(self) -> SpanRecord | None:
+        """Always None: nothing is recorded."""
+        return None
+
+    # The setters and end() do nothing, without looking at their arguments.
+
+    def update_name(self, name: str) -> None:
+        """Do nothing."""
+
+    def set_attribute(self, key: str, value: object) -> None:
+        """Do nothing."""
+
+    def set_attributes(self, attributes: Mapping[str, object]) -> None:
+        """Do nothing."""
+
+    def add_event(
+        self,
+        name: str,
+        attributes: Mapping[str, object] | None = None,
+        *,
+        time_ns: int | None = None,
+    ) -> None:
+        """Do nothing."""
+
+    def record_exception(
+        self, exc: BaseException, attributes: Mapping[str, object] | None = None
+    ) -> None:
+        """Do nothing."""
+
+    def set_status(self, code: StatusCode | Status, description: str | None = None) -> None:
+        """Do nothing."""
+
+    def end(self, end_time_ns: int | None = None) -> None:
+        """Do nothing (a non-recording span has nothing to hand on)."""
+
+    async def aend(self, end_time_ns: int | None = None) -> None:
+        """Do nothing."""
+
+    def _mark(self, key: str) -> None:
+        pass
 
     def __enter__(self) -> Self:
         if self is INVALID_SPAN:  # shared by every caller: no state may be kept on it
             return self
-        return super().__enter__()
+        token = use_span(self)
+        held = self._token
+        if held is None:
+            self._token = token
+        elif type(held) is list:
+            held.append(token)
+        else:
+            self._token = [held, token]  # type: ignore[list-item]
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._leave()
+        token = self._token
+        if token is None:
+            return
+        if type(token) is list:
+            self._leave()
+        else:
+            self._token = None
+            reset_span(token)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._leave()
+        self.__exit__()
+
+
+def _hex(value: object, digits: int) -> str:
+    return f"{value:0{digits}x}" if type(value) is int and value >= 0 else repr(value)
+
+
+_new_span = object.__new__
+
+
+def unsampled_span(
+    trace_id: int, span_id: int, trace_flags: int, trace_state: str, parent: SpanContext | None
+) -> NonRecordingSpan:
+    """The span a tracer returns when its sampler says no: real, current when entered, cheap.
+
+    Built without ``__init__`` and without its context, which is made the first time someone
+    asks for it (a child, ``propagation.inject``): most unsampled spans never need one.
+    """
+    span: NonRecordingSpan = _new_span(NonRecordingSpan)
+    span._sink = None
+    span._rec = (trace_id, span_id, trace_flags, trace_state)
+    span._context = None
+    span._token = None
+    span.parent = parent
+    return span
 
 
 INVALID_CONTEXT = SpanContext(trace_id=0, span_id=0, trace_flags=0)

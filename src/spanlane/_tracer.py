@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from threading import get_ident
 from time import time_ns
 from types import TracebackType
@@ -67,6 +67,14 @@ from ._runtime import (
     spawn_service,
 )
 from ._safe import safe_repr
+from ._sampling import (
+    HEAD_ALL,
+    HEAD_FOLLOW,
+    Sampler,
+    check_sampler,
+    head_mode,
+    sampler_from_environment,
+)
 from ._span import (
     INVALID_SPAN,
     Span,
@@ -76,8 +84,10 @@ from ._span import (
     parent_context,
     seal_unfinished,
     start_record,
+    unsampled_span,
 )
 from ._stats import DropReason, FlushReport, Stats
+from ._tail import TailSampling
 from .exporters._base import describe
 
 __all__ = ["EXIT_MARGIN", "Tracer", "lanes_of", "open_tracer", "span"]
@@ -122,6 +132,8 @@ class Tracer:
         limits: SpanLimits | None = None,
         scope: InstrumentationScope = DEFAULT_SCOPE,
         processors: Iterable[SpanProcessor] = (),
+        sampler: Sampler | None = None,
+        tail: TailSampling | None = None,
     ) -> None:
         if not exporters:
             raise ValueError("exporters: at least one exporter is required")
@@ -158,17 +170,40 @@ class Tracer:
         self._lanes = tuple(lanes)
         self._wait_lanes = tuple(lane for lane in lanes if lane.options.on_full == "wait")
 
-        self._processors: tuple[SpanProcessor, ...] = tuple(processors)
-        for processor in self._processors:
+        self._sampler: Sampler = (
+            sampler_from_environment() if sampler is None else check_sampler("sampler", sampler)
+        )
+        # 0: record everything; 1: roots, and children as their parent (the default sampler);
+        # 2: ask the sampler. Only the last costs a call per span.
+        self._head = head_mode(self._sampler)
+
+        processors = tuple(processors)
+        for processor in processors:
             if not isinstance(processor, SpanProcessor):
                 raise TypeError(f"processors: {processor!r} is not a spanlane.SpanProcessor")
+        if tail is not None:
+            if not isinstance(tail, TailSampling):
+                raise TypeError(f"tail must be a spanlane.sampling.TailSampling, got {tail!r}")
+            if any(processor is tail for processor in processors):
+                raise ValueError("tail: this TailSampling is also given in processors")
+            # Last, next to the lanes: the stages before it see every recorded span (a span
+            # metrics bridge counts the traces the tail stage discards), and it holds records
+            # after any redaction.
+            processors += (tail,)
+        self._processors: tuple[SpanProcessor, ...] = processors
+        self._tail = tail
         fanout = Fanout(self._lanes)
         stage: Stage = fanout
         wants_starts = fanout.wants_starts
         for processor in reversed(self._processors):
             processor.connect(stage)
             stage = Guarded(processor, self._processor_failed)
-            wants_starts = wants_starts or processor.wants_starts
+            wants_starts = (wants_starts and processor.forwards_starts) or processor.wants_starts
+        self._runners = tuple(
+            processor
+            for processor in self._processors
+            if type(processor).run is not SpanProcessor.run
+        )
         # The hot path calls these directly. With no processors and one lane they are that
         # lane's own methods: one call less per span (about 5% of a span's cost).
         if not self._processors and len(self._lanes) == 1:
@@ -188,6 +223,12 @@ class Tracer:
         self._spans_ended = 0
         self._ignored = 0
         self._processor_errors = 0
+        # Unsampled spans started on the loop thread (no lock), and elsewhere (under the lock).
+        self._sampled_out = 0
+        self._sampled_out_elsewhere = 0
+        self._sampler_errors = 0
+        self._runner_scope: anyio.CancelScope | None = None
+        self._runners_done: anyio.Event | None = None
         self._state: _State = "new"
         # True while the loop thread may hand records on without the inbox lock: the tracer is
         # open and still taking records from other threads.
@@ -234,8 +275,10 @@ class Tracer:
                 clamped to what OTLP can carry).
 
         Returns:
-            The started :class:`Span`; a non-recording span when the tracer was never entered,
-            and inside telemetry's own code (an exporter's ``export()``).
+            The started :class:`Span`. A :class:`NonRecordingSpan` when the sampler did not
+            sample it (a real span with its own context, flags without "sampled", that becomes
+            the current span and parents its children, but records nothing), when the tracer
+            was never entered, and inside telemetry's own code (an exporter's ``export()``).
 
         Raises:
             TypeError: ``name`` is not a str, or ``parent`` is neither a Span, a SpanContext
@@ -250,6 +293,21 @@ class Tracer:
         context = None if parent is None else parent_context(parent)
         if self._state == "new":
             return self._not_entered()
+        if type(kind) is not SpanKind:
+            kind = self._kind(kind)
+        if context is None:
+            trace_id = _getrandbits(128) or new_trace_id()
+        else:
+            trace_id = context.trace_id
+        head = self._head
+        if head != HEAD_ALL:
+            if head == HEAD_FOLLOW:
+                if context is not None:
+                    flags = context.trace_flags
+                    if type(flags) is not int or not flags & SAMPLED_FLAG:
+                        return self._unsampled(trace_id, context)
+            elif not self._sample(trace_id, context, name, kind, attributes):
+                return self._unsampled(trace_id, context)
         limits = self.limits
         if attributes is None:
             kept: dict[str, AttributeValue] | None = None
@@ -263,8 +321,6 @@ class Tracer:
             dropped_links = 0
         else:
             link_tuple, dropped_links = make_links(links, limits)
-        if type(kind) is not SpanKind:
-            kind = self._kind(kind)
         if start_time_ns is None:
             start = time_ns()
         else:
@@ -273,7 +329,7 @@ class Tracer:
             span = Span(
                 self,
                 name,
-                _getrandbits(128) or new_trace_id(),
+                trace_id,
                 _getrandbits(64) or new_span_id(),
                 "",
                 None,
@@ -289,7 +345,7 @@ class Tracer:
             span = Span(
                 self,
                 name,
-                context.trace_id,
+                trace_id,
                 _getrandbits(64) or new_span_id(),
                 state if type(state) is str else "",
                 context,
@@ -330,6 +386,56 @@ class Tracer:
             links=links,
             parent=parent,
             start_time_ns=start_time_ns,
+        )
+
+    def _sample(
+        self,
+        trace_id: int,
+        context: SpanContext | None,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, object] | None,
+    ) -> bool:
+        """Ask the sampler; one that raises (anything but cancellation) means "not sampled"."""
+        try:
+            return bool(
+                self._sampler.should_sample(
+                    trace_id=trace_id, parent=context, name=name, kind=kind, attributes=attributes
+                )
+            )
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
+            with self._inbox.lock:  # from any thread
+                self._sampler_errors += 1
+            if self._warnings.allow("sampler"):
+                logger.warning(
+                    "spanlane: the sampler %s raised; the span is not sampled (further "
+                    "failures are counted in Stats.sampler_errors)",
+                    safe_repr(self._sampler, 100),
+                    exc_info=exc,
+                )
+            return False
+
+    def _unsampled(self, trace_id: int, context: SpanContext | None) -> Span:
+        """A span the sampler did not sample: real, cheap, and nothing of it reaches a lane."""
+        if get_ident() == self._loop_thread:
+            self._sampled_out += 1
+        else:
+            with self._inbox.lock:
+                self._sampled_out_elsewhere += 1
+        if context is None:
+            return unsampled_span(trace_id, _getrandbits(64) or new_span_id(), 0, "", None)
+        flags = context.trace_flags
+        state = context.trace_state
+        return unsampled_span(
+            trace_id,
+            _getrandbits(64) or new_span_id(),
+            # The parent's W3C flags without "sampled" (the other bits, such as level 2's
+            # "random trace id", describe the trace and are kept).
+            flags & (0xFF ^ SAMPLED_FLAG) if type(flags) is int else 0,
+            state if type(state) is str else "",
+            context,
         )
 
     def _kind(self, kind: object) -> SpanKind:
@@ -550,6 +656,10 @@ class Tracer:
             self._state == "closed" or (self._state == "open" and get_ident() == self._loop_thread)
         ):
             self._bury()
+        pending_tail = sampled_out_tail = 0
+        for processor in self._processors:
+            pending_tail += self._ask(processor, processor.pending)
+            sampled_out_tail += self._ask(processor, processor.sampled_out)
         return Stats(
             spans_started=self._spans_started + self._inbox.started,
             spans_ended=self._spans_ended,
@@ -557,7 +667,31 @@ class Tracer:
             inbox=len(self._inbox),
             ignored_calls=self._ignored,
             processor_errors=self._processor_errors,
+            spans_sampled_out=self._sampled_out + self._sampled_out_elsewhere + sampled_out_tail,
+            spans_sampled_out_tail=sampled_out_tail,
+            spans_pending_tail=pending_tail,
+            sampler_errors=self._sampler_errors,
         )
+
+    def _ask(self, processor: SpanProcessor, counter: Callable[[], int]) -> int:
+        """One of a processor's counters; a processor of the caller's that fails counts 0."""
+        try:
+            value = counter()
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
+            value = 0
+        return value if type(value) is int and value >= 0 else 0
+
+    @property
+    def sampler(self) -> Sampler:
+        """The head sampler: ``sampler=``, or what ``OTEL_TRACES_SAMPLER`` names."""
+        return self._sampler
+
+    @property
+    def tail(self) -> TailSampling | None:
+        """The tail-sampling stage given as ``tail=``, if any."""
+        return self._tail
 
     @property
     def closed(self) -> bool:
@@ -650,6 +784,10 @@ class Tracer:
                         for lane in self._lanes:
                             lane.open()
                             await task_group.start(ki_protected(lane.run))
+                    if self._runners:
+                        self._runner_scope = anyio.CancelScope()
+                        self._runners_done = anyio.Event()
+                        task_group.start_soon(ki_protected(self._run_processors))
                     self._state = "open"
                     self._fast = True
                     self._ready.set()
@@ -689,6 +827,7 @@ class Tracer:
             self._hand_on_locked(remaining)
             if self._collected:
                 self._bury()
+        await self._stop_processors(deadline)
         for processor in self._processors:
             try:
                 with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
@@ -707,6 +846,39 @@ class Tracer:
                 lane.cancel()
         for lane in self._lanes:
             await lane.wait_done()
+
+    async def _run_processors(self) -> None:
+        """Run the processors' background work (``SpanProcessor.run``) until the shutdown."""
+        assert self._runner_scope is not None and self._runners_done is not None
+        try:
+            with self._runner_scope:
+                async with anyio.create_task_group() as group:
+                    for processor in self._runners:
+                        group.start_soon(self._run_processor, processor)
+        finally:
+            self._runners_done.set()
+
+    async def _run_processor(self, processor: SpanProcessor) -> None:
+        assert self._runner_scope is not None
+        try:
+            await processor.run()
+        except BaseException as exc:
+            if not is_cancellation(exc):
+                self._processor_failed(processor, exc)
+                return
+            # asyncio's teardown of a loop with the tracer still open cancels every task: the
+            # work is done by the processor's shutdown(), which the service still awaits.
+            if not self._runner_scope.cancel_called and absorb_loop_cancellation():
+                return
+            raise
+
+    async def _stop_processors(self, deadline: float) -> None:
+        """Cancel the processors' background work and wait for it (within ``deadline``)."""
+        if self._runner_scope is None or self._runners_done is None:
+            return
+        self._runner_scope.cancel()
+        with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
+            await self._runners_done.wait()
 
     async def _end_open_spans(self, deadline: float) -> None:
         """End every span still open (or collected unended) as unfinished; past ``deadline``,
@@ -775,6 +947,8 @@ def open_tracer(
     limits: SpanLimits | None = None,
     scope: InstrumentationScope = DEFAULT_SCOPE,
     processors: Iterable[SpanProcessor] = (),
+    sampler: Sampler | None = None,
+    tail: TailSampling | None = None,
 ) -> Tracer:
     """Open a tracer with one lane per exporter; use the result with ``async with``.
 
@@ -802,15 +976,23 @@ def open_tracer(
         scope: the instrumentation scope reported with every span.
         processors: stages between the tracer and the lanes, in order
             (:class:`spanlane.SpanProcessor`).
+        sampler: decides when each span starts whether it is recorded (see
+            :mod:`spanlane.sampling`). By default what ``OTEL_TRACES_SAMPLER`` and
+            ``OTEL_TRACES_SAMPLER_ARG`` name, else ``ParentBased(ALWAYS_ON)``: every root, and
+            every child as its parent was (a ``traceparent ...-00`` is honoured).
+        tail: a :class:`spanlane.sampling.TailSampling` stage, placed after the processors:
+            it holds the records of each trace until it can keep or discard the trace whole.
 
     Returns:
         A :class:`Tracer`, to be entered with ``async with``.
 
     Raises:
         ValueError: a size or interval is not positive, ``max_batch_size > buffer_size``,
-            ``on_full`` is unknown, no exporter was given, or one exporter is given twice.
+            ``on_full`` is unknown, no exporter was given, one exporter is given twice, or the
+            ``tail`` stage is also in ``processors`` or already serves another tracer.
         TypeError: an exporter is a class instead of an instance or has no ``export()``;
-            ``retry``, ``limits``, ``scope`` or a processor has the wrong type.
+            ``retry``, ``limits``, ``scope``, a processor, ``sampler`` (an object with a
+            ``should_sample()`` method) or ``tail`` has the wrong type.
     """
     defaults = LaneOptions(
         buffer_size=buffer_size,
@@ -830,6 +1012,8 @@ def open_tracer(
         limits=limits,
         scope=scope,
         processors=processors,
+        sampler=sampler,
+        tail=tail,
     )
 
 
