@@ -73,6 +73,8 @@ TRACE_ID_LIMIT = 1 << 128
 SPAN_ID_LIMIT = 1 << 64
 #: W3C trace flags bit 0: the caller may have recorded this span (it was sampled).
 SAMPLED_FLAG = 0x01
+#: The other seven bits of the flags byte: what an unsampled child keeps of its parent's flags.
+NOT_SAMPLED = 0xFF ^ SAMPLED_FLAG
 
 
 # weakref_slot=False keeps SpanContext's layout equal to _ContextBuilder's (see new_context).

@@ -25,6 +25,7 @@ __all__ = [
     "HEAD_ALL",
     "HEAD_CALL",
     "HEAD_FOLLOW",
+    "HEAD_NONE",
     "ParentBased",
     "RateLimited",
     "Sampler",
@@ -382,17 +383,20 @@ DEFAULT_SAMPLER: Final = ParentBased(ALWAYS_ON)
 HEAD_ALL: Final = 0  # record every span: no call
 HEAD_FOLLOW: Final = 1  # roots recorded, children as their parent: a flag test, no call
 HEAD_CALL: Final = 2  # call the sampler
+HEAD_NONE: Final = 3  # record no span: no call
 
 
 def head_mode(sampler: Sampler) -> int:
-    """How the tracer can apply ``sampler``: two common ones need no call at all.
+    """How the tracer can apply ``sampler``: three common ones need no call at all.
 
-    ``ALWAYS_ON`` records everything; ``ParentBased(ALWAYS_ON)`` with its default delegates
-    (the default sampler) records roots and follows the parent's flag otherwise. Both are
-    immutable, so the answer cannot go stale.
+    ``ALWAYS_ON`` records everything, ``ALWAYS_OFF`` nothing; ``ParentBased(ALWAYS_ON)`` with its
+    default delegates (the default sampler) records roots and follows the parent's flag
+    otherwise. All are immutable, so the answer cannot go stale.
     """
     if sampler is ALWAYS_ON:
         return HEAD_ALL
+    if sampler is ALWAYS_OFF:
+        return HEAD_NONE
     if (
         type(sampler) is ParentBased
         and sampler.root is ALWAYS_ON

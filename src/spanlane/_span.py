@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
+from threading import Lock
 from weakref import ref as _ref
 from time import time_ns
 from time import time_ns as _clock_ns  # add_event's time_ns parameter hides the name
@@ -24,7 +25,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._attributes import SpanLimits, coerce_attributes, coerce_value, freeze
-from ._context import get_span, reset_span, use_span
+from ._context import get_span, reset_current, reset_span, use_span
 from ._records import (
     CANCELLED_ATTRIBUTE,
     DEFAULT_SCOPE,
@@ -49,6 +50,7 @@ from ._records import (
     new_context,
     new_record,
 )
+from ._ids import new_span_id, new_trace_id
 from ._runtime import is_cancellation
 from ._safe import exception_type, format_stacktrace, safe_str
 
@@ -61,6 +63,7 @@ __all__ = [
     "NonRecordingSpan",
     "Span",
     "SpanSink",
+    "Unsampled",
     "clamp_time",
     "current_span",
     "abandon",
@@ -71,7 +74,6 @@ __all__ = [
     "seal",
     "seal_unfinished",
     "start_record",
-    "unsampled_span",
 ]
 
 #: The largest timestamp OTLP can carry (fixed64 nanoseconds since the epoch).
@@ -507,7 +509,10 @@ class Span:
                 self._leave()
             else:
                 self._token = None
-                reset_span(token)  # type: ignore[arg-type]
+                try:
+                    reset_current(token)  # type: ignore[arg-type]
+                except ValueError:  # entered in another context (see reset_span)
+                    pass
         if exc is not None:
             note_exception(self, exc)
         sink = self._sink
@@ -558,9 +563,10 @@ class NonRecordingSpan(Span):
         parent: the parent's context for a span the sampler did not sample, else None.
     """
 
-    # Only _context, _token and parent are used; _sink is None and, while _context is None,
-    # _rec holds the parts of the context (trace id, span id, flags, state) until someone asks
-    # for it: an unsampled span that is never a parent nor propagated never builds one.
+    # Only _context, _token and parent are used; _sink is None and, while _context is None (an
+    # unsampled span), _rec holds the parts of the context known at the start (trace id, or 0,
+    # flags, state) until someone asks for it: one that is never a parent nor propagated never
+    # builds one.
     __slots__ = ()
 
     def __init__(self, context: SpanContext) -> None:
@@ -592,7 +598,16 @@ class NonRecordingSpan(Span):
         """The context this span carries."""
         context = self._context
         if context is None:
-            context = self._context = new_context(*self._rec)
+            with _IDS_LOCK:
+                context = self._context
+                if context is None:
+                    # An unsampled span: its ids are made now, when first observed; random ids
+                    # made later are as unique as ids made at the start, and cost nothing until
+                    # something (a child, propagation.inject) looks.
+                    trace_id, flags, state = self._rec
+                    context = self._context = new_context(
+                        trace_id or new_trace_id(), new_span_id(), flags, state
+                    )
         return context
 
     @property
@@ -688,32 +703,61 @@ class NonRecordingSpan(Span):
     async def __aenter__(self) -> Self:
         return self.__enter__()
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self.__exit__()
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.__exit__(*exc_info)
 
 
 def _hex(value: object, digits: int) -> str:
     return f"{value:0{digits}x}" if type(value) is int and value >= 0 else repr(value)
 
 
-_new_span = object.__new__
+class Unsampled(NonRecordingSpan):
+    """A span the sampler did not sample: a NonRecordingSpan built as cheaply as CPython can.
 
-
-def unsampled_span(
-    trace_id: int, span_id: int, trace_flags: int, trace_state: str, parent: SpanContext | None
-) -> NonRecordingSpan:
-    """The span a tracer returns when its sampler says no: real, current when entered, cheap.
-
-    Built without ``__init__`` and without its context, which is made the first time someone
-    asks for it (a child, ``propagation.inject``): most unsampled spans never need one.
+    No Python ``__init__`` (``object.__init__`` makes the class call run no Python frame):
+    :meth:`Tracer.span` stores the five slots itself: ``_sink`` None, ``_context`` None,
+    ``_token`` None, ``parent`` the parent's context, ``_rec`` the tuple ``(trace id or 0,
+    flags, state)``. Its ids are made the first time someone asks for its context (a child,
+    ``propagation.inject``); most unsampled spans never need them.
     """
-    span: NonRecordingSpan = _new_span(NonRecordingSpan)
-    span._sink = None
-    span._rec = (trace_id, span_id, trace_flags, trace_state)
-    span._context = None
-    span._token = None
-    span.parent = parent
-    return span
+
+    __slots__ = ()
+    __init__ = object.__init__  # type: ignore[assignment]
+
+    # Never INVALID_SPAN, so no identity test; the token handling of Span, inlined.
+    def __enter__(self) -> Self:
+        token = use_span(self)
+        held = self._token
+        if held is None:
+            self._token = token
+        elif type(held) is list:
+            held.append(token)
+        else:
+            self._token = [held, token]  # type: ignore[list-item]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is None:
+            return
+        if type(token) is list:
+            self._leave()
+            return
+        self._token = None
+        try:
+            reset_current(token)
+        except ValueError:  # entered in another context: leave that one alone
+            pass
+
+
+# Orders the first look at an unsampled span's context between threads, so that all of them see
+# the same ids (which are made at that moment).
+_IDS_LOCK = Lock()
 
 
 INVALID_CONTEXT = SpanContext(trace_id=0, span_id=0, trace_flags=0)
@@ -738,6 +782,8 @@ def parent_context(parent: object) -> SpanContext | None:
     Raises:
         TypeError: ``parent`` is neither a Span, a SpanContext nor None.
     """
+    if type(parent) is Span or type(parent) is Unsampled:
+        return parent.context  # made by a tracer: always valid
     if isinstance(parent, Span):
         context = parent.context
     elif isinstance(parent, SpanContext):

@@ -47,6 +47,11 @@ class _Trace:
         self.longest_ns = 0  # the longest span so far: a lower bound of the root's duration
 
 
+def _duration(record: SpanRecord) -> int:
+    end = record.end_time_ns
+    return 0 if end is None else end - record.start_time_ns
+
+
 def _seconds(what: str, value: object, *, allow_zero: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, got {value!r}")
@@ -149,7 +154,9 @@ class TailSampling(SpanProcessor):
         self._sampled_out = 0
         self._closing = False
         self._connected = False
-        self._wake: anyio.Event | None = None
+        #: When the oldest pending trace is due (clock seconds); inf when none is pending.
+        self._next_due = math.inf
+        self._forward: Callable[[SpanRecord], None] = self.forward_end
 
     def __repr__(self) -> str:
         return (
@@ -169,6 +176,7 @@ class TailSampling(SpanProcessor):
             raise ValueError("tail: this TailSampling already serves another tracer")
         self._connected = True
         super().connect(downstream)
+        self._forward = downstream.on_end  # one call less per record than forward_end
 
     # --- counters ------------------------------------------------------------------------------
 
@@ -189,51 +197,70 @@ class TailSampling(SpanProcessor):
         """Hold the record with its trace, or follow its trace's decision; judge what is due."""
         trace_id = record.trace_id
         decision = self._decided.get(trace_id)
-        if decision is not None:
-            self._settle(record, decision)
+        if decision is not None:  # a straggler
+            if decision:
+                self._forward(record)
+            else:
+                self._sampled_out += 1
             return
-        now = self._clock()
         pending = self._pending
         trace = pending.get(trace_id)
+        is_root = record.parent_span_id is None or record.parent_is_remote is True
         if trace is None:
+            if is_root:  # a trace of one span, so far: judged at once, nothing held
+                self._judge_alone(trace_id, record)
+                return
+            now = self._clock()
+            if now >= self._next_due:
+                self._expire(now)
             trace = pending[trace_id] = _Trace(now + self.decision_wait)
-            if len(pending) == 1 and self._wake is not None:
-                self._wake.set()  # the timer was idle: it has a deadline to wait for now
+            if len(pending) == 1:
+                self._next_due = trace.deadline
         trace.records.append(record)
         self._held += 1
         if record.status.code is StatusCode.ERROR:
             trace.error = True
-        end = record.end_time_ns
-        duration = 0 if end is None else end - record.start_time_ns
-        if record.parent_span_id is None or record.parent_is_remote is True:
+        duration = _duration(record)
+        if is_root:
             trace.root_ns = duration
             self._decide(trace_id)
         elif self._closing:
             self._decide(trace_id)
         elif duration > trace.longest_ns:
             trace.longest_ns = duration
-        self._expire(now)
         while self._held > self.max_pending_spans:
             self._decide(next(iter(pending)))
 
-    def _keep(self, trace_id: int, trace: _Trace) -> bool:
-        if self.keep_errors and trace.error:
+    def _keep(self, trace_id: int, error: bool, root_ns: int) -> bool:
+        """The rules: an error, a slow root (or longest span), or the trace id's ratio."""
+        if error and self.keep_errors:
             return True
         slow_ns = self._slow_ns
-        if slow_ns is not None:
-            duration = trace.root_ns if trace.root_ns is not None else trace.longest_ns
-            if duration >= slow_ns:
-                return True
+        if slow_ns is not None and root_ns >= slow_ns:
+            return True
         return trace_id & _LOW_64 < self._bound
 
-    def _decide(self, trace_id: int, *, outbox: bool = False) -> None:
-        """Judge a pending trace, remember the decision, and hand on or discard its records."""
-        trace = self._pending.pop(trace_id)
-        keep = self._keep(trace_id, trace)
+    def _remember_decision(self, trace_id: int, keep: bool) -> None:
         decided = self._decided
         decided[trace_id] = keep
         if len(decided) > self._remember:
             decided.popitem(last=False)
+
+    def _judge_alone(self, trace_id: int, record: SpanRecord) -> None:
+        keep = self._keep(trace_id, record.status.code is StatusCode.ERROR, _duration(record))
+        self._remember_decision(trace_id, keep)
+        if keep:
+            self._forward(record)
+        else:
+            self._sampled_out += 1
+
+    def _decide(self, trace_id: int, *, outbox: bool = False) -> None:
+        """Judge a pending trace, remember the decision, and hand on or discard its records."""
+        trace = self._pending.pop(trace_id)
+        keep = self._keep(
+            trace_id, trace.error, trace.longest_ns if trace.root_ns is None else trace.root_ns
+        )
+        self._remember_decision(trace_id, keep)
         records = trace.records
         self._held -= len(records)
         if not keep:
@@ -241,14 +268,9 @@ class TailSampling(SpanProcessor):
         elif outbox:
             self._outbox.extend(records)
         else:
+            forward = self._forward
             for record in records:
-                self.forward_end(record)
-
-    def _settle(self, record: SpanRecord, keep: bool) -> None:
-        if keep:
-            self.forward_end(record)
-        else:
-            self._sampled_out += 1
+                forward(record)
 
     def _expire(self, now: float) -> None:
         """Judge every trace whose ``decision_wait`` has passed (the oldest come first)."""
@@ -256,31 +278,31 @@ class TailSampling(SpanProcessor):
         while pending:
             trace_id, trace = next(iter(pending.items()))
             if trace.deadline > now:
+                self._next_due = trace.deadline
                 return
             self._decide(trace_id)
+        self._next_due = math.inf
 
     # --- the timer and the exit ----------------------------------------------------------------
 
     async def run(self) -> None:
-        """Judge traces whose ``decision_wait`` has passed while no record arrives."""
+        """Judge traces whose ``decision_wait`` has passed while no record arrives.
+
+        The timer sleeps until the oldest pending trace is due, and never longer than
+        ``decision_wait``: a trace that arrives while it sleeps is due later than it wakes, so
+        nothing needs to wake it, and the hot path never touches it.
+        """
         while True:
             now = self._clock()
             self._expire(now)
-            if self._pending:
-                first = next(iter(self._pending.values()))
-                delay = max(first.deadline - now, 0.0)
-            else:
-                delay = math.inf
-            self._wake = anyio.Event()
-            with anyio.move_on_after(delay):
-                await self._wake.wait()
+            delay = self._next_due - now if self._pending else self.decision_wait
+            await anyio.sleep(min(max(delay, 0.0), self.decision_wait))
 
     async def shutdown(self, deadline: float) -> None:
         """Judge every pending trace and hand the kept records on, waiting (until ``deadline``,
         anyio clock) for room in the lanes; what is still held then is handed on without
         waiting, so a full lane drops and counts it rather than the stage losing it."""
         self._closing = True
-        self._wake = None
         while self._pending:
             self._decide(next(iter(self._pending)), outbox=True)
         outbox = self._outbox

@@ -38,7 +38,7 @@ from weakref import ref
 import anyio
 
 from ._attributes import SpanLimits, coerce_attributes
-from ._context import get_span, get_tracer, is_suppressed, reset_tracer, suppress, use_tracer
+from ._context import get_span, get_tracer, reset_tracer, suppress, use_tracer
 from ._ids import id_random, new_span_id, new_trace_id
 from ._inbox import Entry, ThreadInbox
 from ._lane import ACLOSE_GRACE, Lane
@@ -47,6 +47,7 @@ from ._options import LaneOptions, LaneSpec, OnFull
 from ._processor import Fanout, Guarded, SpanProcessor, Stage
 from ._records import (
     DEFAULT_SCOPE,
+    NOT_SAMPLED,
     SAMPLED_FLAG,
     AttributeValue,
     InstrumentationScope,
@@ -70,6 +71,7 @@ from ._safe import safe_repr
 from ._sampling import (
     HEAD_ALL,
     HEAD_FOLLOW,
+    HEAD_NONE,
     Sampler,
     check_sampler,
     head_mode,
@@ -78,13 +80,13 @@ from ._sampling import (
 from ._span import (
     INVALID_SPAN,
     Span,
+    Unsampled,
     abandon,
     clamp_time,
     make_links,
     parent_context,
     seal_unfinished,
     start_record,
-    unsampled_span,
 )
 from ._stats import DropReason, FlushReport, Stats
 from ._tail import TailSampling
@@ -173,8 +175,8 @@ class Tracer:
         self._sampler: Sampler = (
             sampler_from_environment() if sampler is None else check_sampler("sampler", sampler)
         )
-        # 0: record everything; 1: roots, and children as their parent (the default sampler);
-        # 2: ask the sampler. Only the last costs a call per span.
+        # HEAD_ALL records everything, HEAD_NONE nothing, HEAD_FOLLOW roots and children as
+        # their parent (the default sampler); only HEAD_CALL costs a call per span.
         self._head = head_mode(self._sampler)
 
         processors = tuple(processors)
@@ -288,26 +290,62 @@ class Tracer:
             raise TypeError(f"span name must be a str, got {type(name).__name__}")
         if parent is None:
             parent = get_span()
-            if parent is None and is_suppressed():
+            if parent is INVALID_SPAN:  # current only in telemetry's own code: see suppress()
                 return INVALID_SPAN
-        context = None if parent is None else parent_context(parent)
+        if parent is None:
+            context = None
+        elif type(parent) is Span or type(parent) is Unsampled:
+            # A tracer's span: its context is valid (and, once made, cached in _context).
+            context = parent._context or parent.context
+        else:
+            context = parent_context(parent)
         if self._state == "new":
             return self._not_entered()
         if type(kind) is not SpanKind:
             kind = self._kind(kind)
-        if context is None:
-            trace_id = _getrandbits(128) or new_trace_id()
-        else:
-            trace_id = context.trace_id
         head = self._head
+        if context is not None:
+            trace_id = context.trace_id
+        elif head == HEAD_NONE:
+            trace_id = 0  # an unsampled root makes its trace id when asked for its context
+        else:
+            trace_id = _getrandbits(128) or new_trace_id()
         if head != HEAD_ALL:
-            if head == HEAD_FOLLOW:
-                if context is not None:
+            if head == HEAD_FOLLOW:  # the default sampler: a root is sampled, a child follows
+                if context is None:
+                    sampled = True
+                else:
                     flags = context.trace_flags
-                    if type(flags) is not int or not flags & SAMPLED_FLAG:
-                        return self._unsampled(trace_id, context)
-            elif not self._sample(trace_id, context, name, kind, attributes):
-                return self._unsampled(trace_id, context)
+                    sampled = type(flags) is int and flags & SAMPLED_FLAG != 0
+            else:
+                sampled = head != HEAD_NONE and self._sample(
+                    trace_id, context, name, kind, attributes
+                )
+            if not sampled:
+                if get_ident() == self._loop_thread:
+                    self._sampled_out += 1
+                else:
+                    self._count_sampled_out_elsewhere()
+                # Built in place, without a call: an unsampled span must cost a fraction of a
+                # recorded one (see Unsampled for the slots).
+                unsampled = Unsampled()
+                unsampled._sink = None
+                unsampled._context = None
+                unsampled._token = None
+                unsampled.parent = context
+                if context is None:
+                    unsampled._rec = (trace_id, 0, "")
+                else:
+                    # The parent's flags without "sampled" (W3C level 2's "random trace id"
+                    # and any other bit describe the trace, and are kept), and its state.
+                    flags = context.trace_flags
+                    state = context.trace_state
+                    unsampled._rec = (
+                        trace_id,
+                        flags & NOT_SAMPLED if type(flags) is int else 0,
+                        state if type(state) is str else "",
+                    )
+                return unsampled
         limits = self.limits
         if attributes is None:
             kept: dict[str, AttributeValue] | None = None
@@ -417,26 +455,9 @@ class Tracer:
                 )
             return False
 
-    def _unsampled(self, trace_id: int, context: SpanContext | None) -> Span:
-        """A span the sampler did not sample: real, cheap, and nothing of it reaches a lane."""
-        if get_ident() == self._loop_thread:
-            self._sampled_out += 1
-        else:
-            with self._inbox.lock:
-                self._sampled_out_elsewhere += 1
-        if context is None:
-            return unsampled_span(trace_id, _getrandbits(64) or new_span_id(), 0, "", None)
-        flags = context.trace_flags
-        state = context.trace_state
-        return unsampled_span(
-            trace_id,
-            _getrandbits(64) or new_span_id(),
-            # The parent's W3C flags without "sampled" (the other bits, such as level 2's
-            # "random trace id", describe the trace and are kept).
-            flags & (0xFF ^ SAMPLED_FLAG) if type(flags) is int else 0,
-            state if type(state) is str else "",
-            context,
-        )
+    def _count_sampled_out_elsewhere(self) -> None:
+        with self._inbox.lock:
+            self._sampled_out_elsewhere += 1
 
     def _kind(self, kind: object) -> SpanKind:
         if type(kind) is int and 1 <= kind <= 5:
@@ -775,7 +796,7 @@ class Tracer:
         """The service task: open the lanes, wait for the close, shut down. Never raises."""
         assert self._ready is not None and self._close_requested is not None
         assert self._finished is not None
-        suppress()  # spans started by telemetry's own code (exporters) do not record
+        suppress(INVALID_SPAN)  # spans started by telemetry's own code (exporters) do not record
         abandoned = False
         try:
             async with anyio.create_task_group() as task_group:
