@@ -451,4 +451,6 @@ def test_records_from_a_thread_running_its_own_loop_are_counted_when_the_outer_l
     assert lane.offered == ended
     assert lane.offered == lane.exported + lane.dropped_total
     assert lane.exported == len(exporter.spans)
-    assert set(lane.dropped) <= {DropReason.CLOSED}
+    # The other loop produces as fast as it can: a burst may fill the lane (counted), and what
+    # arrives once the tracer has closed is counted too.
+    assert set(lane.dropped) <= {DropReason.CLOSED, DropReason.QUEUE_FULL}
