@@ -28,7 +28,8 @@ import spanlane._tracer
 from spanlane import DropReason, RetryableExportError, Span, SpanRecord, Tracer
 from spanlane._lane import Lane
 from spanlane._span import seal
-from strategies import Case, Injected, cases, deterministic_cases
+from spanlane._tail import TailSampling
+from strategies import Case, Injected, cases, deterministic_cases, sampling_cases
 
 from .interpreter import BACKENDS, Backend, Outcome, run_case
 from .properties import (
@@ -39,6 +40,7 @@ from .properties import (
     check_integrity,
     check_no_loss,
     check_order,
+    check_sampling,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
@@ -276,6 +278,24 @@ async def _aexit_swallowing_cancellation(
     return exc is not None and isinstance(exc, anyio.get_cancelled_exc_class())
 
 
+def _tail_forgetting_decisions(self: TailSampling, trace_id: int, keep: bool) -> None:
+    """A tail stage that remembers no decision: a straggler starts its trace anew, and may be
+    judged otherwise than the spans that went before it."""
+
+
+async def _tail_shutdown_forgetting_pending(self: TailSampling, deadline: float) -> None:
+    """A tail stage whose shutdown hands on nothing: pending traces vanish at exit."""
+
+
+def _unsampled_span_recording(self: Tracer, *args: Any, **kwargs: Any) -> Span:
+    """A tracer whose sampler is never asked: every span records."""
+    self._head = 0
+    return _original_span(self, *args, **kwargs)
+
+
+_original_span = Tracer.span
+
+
 # --- the tests -------------------------------------------------------------------------------
 
 
@@ -370,3 +390,31 @@ def test_a_backend_specific_loss_is_caught(monkeypatch: pytest.MonkeyPatch) -> N
     install_lane(monkeypatch, DropsFinalPartialBatchOnTrio)
     # Each backend alone keeps its accounting straight; only the comparison notices.
     _assert_caught(hunt(deterministic_cases(), on_both), "equivalence")
+
+
+def _sampling_and_accounting(backend: Backend) -> Callable[[Case], None]:
+    def check(case: Case) -> None:
+        outcome = run_case(case, backend)
+        check_sampling(outcome)
+        check_accounting(outcome)
+
+    return check
+
+
+def test_a_tail_stage_that_forgets_its_decisions_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TailSampling, "_remember_decision", _tail_forgetting_decisions)
+    _assert_caught(hunt(sampling_cases(), _sampling_and_accounting("asyncio")), "sampling")
+
+
+def test_a_tail_stage_that_loses_pending_traces_at_exit_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TailSampling, "shutdown", _tail_shutdown_forgetting_pending)
+    _assert_caught(hunt(sampling_cases(), _sampling_and_accounting("trio")), "sampling")
+
+
+def test_a_tracer_that_ignores_its_sampler_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Tracer, "span", _unsampled_span_recording)
+    _assert_caught(hunt(sampling_cases(), _sampling_and_accounting("asyncio")), "sampling")
