@@ -43,7 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -137,7 +137,8 @@ async def unsampled_hotpath(n: int) -> int:
         report = await tracer.flush()
         elapsed = time.perf_counter_ns() - start
     assert report.completed, report
-    assert exporter.count == 0 and tracer.stats().spans_sampled_out == n
+    assert exporter.count == 0
+    assert tracer.stats().spans_sampled_out == n
     return elapsed
 
 
@@ -158,7 +159,8 @@ async def unsampled_child_hotpath(n: int) -> int:
         report = await tracer.flush()
         elapsed = time.perf_counter_ns() - start
     assert report.completed, report
-    assert exporter.count == 0 and tracer.stats().spans_sampled_out == n + 1
+    assert exporter.count == 0
+    assert tracer.stats().spans_sampled_out == n + 1
     return elapsed
 
 

@@ -156,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"  worker thread / loop = {ratio:5.2f}x  (target <= 2.0)")
         print(f"  plain thread / loop  = {medians['plain thread'] / medians['loop']:5.2f}x")
         if "otel thread" in medians:
-            print(f"  otel thread / worker thread = {medians['otel thread'] / medians['worker thread']:5.2f}x")
+            otel = medians["otel thread"] / medians["worker thread"]
+            print(f"  otel thread / worker thread = {otel:5.2f}x")
 
 
 if __name__ == "__main__":

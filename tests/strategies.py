@@ -12,7 +12,6 @@ a program runs (see ``materialize`` in ``tests/fuzz/interpreter.py``).
 from __future__ import annotations
 
 import asyncio
-
 import enum
 from collections.abc import Sequence
 from typing import Literal
@@ -302,9 +301,9 @@ def tail_specs(
     )
 
 
-def sampler_specs(*, deterministic: bool = False, often: bool = False) -> st.SearchStrategy[
-    SamplerSpec
-]:
+def sampler_specs(
+    *, deterministic: bool = False, often: bool = False
+) -> st.SearchStrategy[SamplerSpec]:
     """A head sampler; the default most often (it shrinks to it) unless ``often``."""
     choices = [spec for spec in SamplerSpec if spec.deterministic or not deterministic]
     if not often:
@@ -376,13 +375,14 @@ def tracer_configs(
         sampler=draw(sampler_specs(deterministic=deterministic, often=sampling)),
         # A tail stage in one case in five; in three in four of the sampling cases.
         tail=draw(
-            st.sampled_from([True, True, True, False] if sampling else [False] * 4 + [True])
-            .flatmap(
-                lambda with_tail: tail_specs(
-                    keeps_everything=lossless, deterministic=deterministic
+            st.sampled_from(
+                [True, True, True, False] if sampling else [False] * 4 + [True]
+            ).flatmap(
+                lambda with_tail: (
+                    tail_specs(keeps_everything=lossless, deterministic=deterministic)
+                    if with_tail
+                    else st.none()
                 )
-                if with_tail
-                else st.none()
             )
         ),
     )

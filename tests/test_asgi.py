@@ -237,8 +237,10 @@ async def test_an_unsampled_caller_is_honoured_across_both_apps(
     assert seen["trace_id"] == f"{TRACE_ID:032x}"
     assert seen["sampled"] is False  # the frontend's CLIENT span sent "-00"
     assert seen["parent_span_id"] != f"{SPAN_ID:016x}"  # it names that span, not the caller
-    assert front_stats.spans_sampled_out == 2 and down_stats.spans_sampled_out == 2
-    assert front.exporter.records == [] and down.exporter.records == []
+    assert front_stats.spans_sampled_out == 2
+    assert down_stats.spans_sampled_out == 2
+    assert front.exporter.records == []
+    assert down.exporter.records == []
     assert front_stats.spans_started == down_stats.spans_started == 0
 
 

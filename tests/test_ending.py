@@ -70,7 +70,11 @@ async def test_set_attribute_racing_end_in_a_thread_never_changes_the_exported_r
             stop = threading.Event()
             started = threading.Event()
 
-            def hammer(span: spanlane.Span = span) -> None:
+            def hammer(
+                span: spanlane.Span = span,
+                started: threading.Event = started,
+                stop: threading.Event = stop,
+            ) -> None:
                 number = 0
                 started.set()
                 while not stop.is_set():

@@ -24,9 +24,9 @@ from spanlane import (
     open_tracer,
 )
 from spanlane.exporters import (
-    ExportResult,
     ConsoleExporter,
     Exporter,
+    ExportResult,
     JSONLinesExporter,
     MemoryExporter,
     record_to_json,
@@ -252,7 +252,7 @@ async def test_lane_counts_a_left_out_record_as_unencodable(tmp_path: Path) -> N
 
         name = "poisoning"
 
-        async def export(self, batch: Sequence[SpanRecord]) -> int:
+        async def export(self, batch: Sequence[SpanRecord]) -> ExportResult | None:
             bad = attrs.evolve(batch[0], attributes={"object": object()})  # type: ignore[dict-item]
             return await jsonl.export([bad, *batch[1:]])
 

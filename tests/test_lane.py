@@ -462,7 +462,7 @@ class _Rejecting:
     ],
 )
 async def test_partial_success_int_counts_rejected_records(result: object, rejected: int) -> None:
-    async with open_tracer(_Rejecting(result), flush_interval=NEVER) as tracer:  # type: ignore[arg-type]
+    async with open_tracer(_Rejecting(result), flush_interval=NEVER) as tracer:
         end_spans(tracer, "s0", "s1", "s2")
         await tracer.flush()
         lane = tracer.stats().lanes[0]

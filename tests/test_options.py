@@ -21,7 +21,11 @@ pytestmark = pytest.mark.anyio
 async def test_lane_options_defaults_are_the_documented_ones() -> None:
     options = LaneOptions()
     assert (options.buffer_size, options.max_batch_size) == (2048, 512)
-    assert (options.flush_interval, options.wait_timeout, options.export_timeout) == (1.0, 1.0, 10.0)
+    assert (options.flush_interval, options.wait_timeout, options.export_timeout) == (
+        1.0,
+        1.0,
+        10.0,
+    )
     assert options.on_full == "drop"
     assert options.retry == RetryPolicy()
 
@@ -63,7 +67,9 @@ async def test_a_lane_overrides_only_the_fields_it_sets() -> None:
         flush_interval=0.5,
     )
     fast_lane, slow_lane = lanes_of(tracer)
-    assert fast_lane.options == LaneOptions(buffer_size=4096, max_batch_size=256, flush_interval=0.5)
+    assert fast_lane.options == LaneOptions(
+        buffer_size=4096, max_batch_size=256, flush_interval=0.5
+    )
     assert slow_lane.options == LaneOptions(
         buffer_size=100_000, max_batch_size=256, flush_interval=0.5, export_timeout=60
     )
@@ -115,7 +121,7 @@ async def test_on_full_wait_applies_per_lane() -> None:
             tg.start_soon(release)
             async with tracer.span("c"):  # waits for room in "waiting" only
                 pass
-    waiting_stats, dropping_stats = tracer.stats().lanes
+    waiting_stats, _ = tracer.stats().lanes
     assert waiting_stats.dropped == {}
     assert [record.name for record in waiting.records] == ["a", "b", "c"]
 

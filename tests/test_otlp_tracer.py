@@ -16,6 +16,7 @@ from otlp_receiver import (
     unused_socket,
 )
 from spanlane import DropReason, RetryableExportError, RetryPolicy, SpanKind, StatusCode
+from spanlane.exporters import ExportResult
 from spanlane.exporters.otlp import OTLPExporter
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +47,7 @@ class SignallingExporter(OTLPExporter):
         super().__init__(endpoint)
         self.failed = anyio.Event()
 
-    async def export(self, batch: Sequence[spanlane.SpanRecord]) -> int:
+    async def export(self, batch: Sequence[spanlane.SpanRecord]) -> ExportResult:
         try:
             return await super().export(batch)
         except RetryableExportError:

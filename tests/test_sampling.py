@@ -35,7 +35,7 @@ pytestmark = pytest.mark.anyio
 
 LOW_64 = (1 << 64) - 1
 
-# --- decisions, against the OpenTelemetry SDK ---------------------------------------------------
+# --- decisions, against the OpenTelemetry SDK -----------------------------------------------------
 
 
 def _ratios(rng: random.Random) -> list[float]:
@@ -149,7 +149,7 @@ def test_the_default_sampler_follows_the_parent_as_the_sdk_default() -> None:
         )
 
 
-# --- configuration from the environment ------------------------------------------------------------
+# --- configuration from the environment -----------------------------------------------------------
 
 ENV_CASES = [
     ("always_on", None),
@@ -221,7 +221,7 @@ async def test_open_tracer_reads_the_environment_only_without_a_sampler(
     assert open_tracer(MemoryExporter()).sampler is DEFAULT_SAMPLER
 
 
-# --- validation ------------------------------------------------------------------------------------
+# --- validation -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -230,17 +230,17 @@ async def test_open_tracer_reads_the_environment_only_without_a_sampler(
         (lambda: TraceIdRatio(1.5), ValueError),
         (lambda: TraceIdRatio(-0.1), ValueError),
         (lambda: TraceIdRatio(float("nan")), ValueError),
-        (lambda: TraceIdRatio("0.5"), TypeError),
+        (lambda: TraceIdRatio("0.5"), TypeError),  # type: ignore[arg-type]
         (lambda: TraceIdRatio(True), TypeError),
-        (lambda: ParentBased(object()), TypeError),
-        (lambda: ParentBased(TraceIdRatio), TypeError),
-        (lambda: ParentBased(ALWAYS_ON, remote_sampled=None), TypeError),
+        (lambda: ParentBased(object()), TypeError),  # type: ignore[arg-type]
+        (lambda: ParentBased(TraceIdRatio), TypeError),  # type: ignore[arg-type]
+        (lambda: ParentBased(ALWAYS_ON, remote_sampled=None), TypeError),  # type: ignore[arg-type]
         (lambda: RateLimited(0), ValueError),
         (lambda: RateLimited(float("inf")), ValueError),
-        (lambda: RateLimited("10"), TypeError),
-        (lambda: RateLimited(10, clock=3), TypeError),
-        (lambda: open_tracer(MemoryExporter(), sampler=object()), TypeError),
-        (lambda: open_tracer(MemoryExporter(), sampler=RateLimited), TypeError),
+        (lambda: RateLimited("10"), TypeError),  # type: ignore[arg-type]
+        (lambda: RateLimited(10, clock=3), TypeError),  # type: ignore[arg-type]
+        (lambda: open_tracer(MemoryExporter(), sampler=object()), TypeError),  # type: ignore[arg-type]
+        (lambda: open_tracer(MemoryExporter(), sampler=RateLimited), TypeError),  # type: ignore[arg-type]
     ],
 )
 def test_samplers_refuse_bad_arguments_when_built(build: Any, error: type[Exception]) -> None:
@@ -257,7 +257,7 @@ def test_samplers_describe_themselves() -> None:
     assert repr(RateLimited(2)) == "RateLimited(2.0)"
 
 
-# --- RateLimited ------------------------------------------------------------------------------------
+# --- RateLimited ----------------------------------------------------------------------------------
 
 
 class FakeClock:
@@ -324,7 +324,7 @@ def test_rate_limited_is_exact_across_threads() -> None:
     assert sum(results) == 50
 
 
-# --- unsampled spans --------------------------------------------------------------------------------
+# --- unsampled spans ------------------------------------------------------------------------------
 
 REMOTE_UNSAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 
@@ -355,9 +355,13 @@ async def test_an_unsampled_span_is_real_current_and_records_nothing() -> None:
         span.end()
         await span.aend()
         assert spanlane.current_span() is INVALID_SPAN
-        assert span.name == "" and span.record is None and span.end_time_ns is None
-        assert dict(span.attributes) == {} and span.start_time_ns == 0
-        assert "NonRecordingSpan" in repr(span) and f"{context.span_id:016x}" in repr(span)
+        assert span.name == ""
+        assert span.record is None
+        assert span.end_time_ns is None
+        assert dict(span.attributes) == {}
+        assert span.start_time_ns == 0
+        assert "NonRecordingSpan" in repr(span)
+        assert f"{context.span_id:016x}" in repr(span)
         assert await captured.flush() == []
         stats = tracer.stats()
     assert stats.spans_started == stats.spans_ended == 0
@@ -368,7 +372,7 @@ async def test_an_unsampled_span_is_real_current_and_records_nothing() -> None:
 async def test_an_exception_in_an_unsampled_span_propagates_unchanged() -> None:
     async with capture_spans(sampler=ALWAYS_OFF) as captured:
         boom = ValueError("boom")
-        with pytest.raises(ValueError) as raised:
+        with pytest.raises(ValueError, match="boom") as raised:
             async with captured.tracer.span("x"):
                 raise boom
         assert raised.value is boom
@@ -377,7 +381,8 @@ async def test_an_exception_in_an_unsampled_span_propagates_unchanged() -> None:
 
 async def test_a_remote_unsampled_parent_is_honoured_and_propagated() -> None:
     remote = propagation.extract({"traceparent": REMOTE_UNSAMPLED, "tracestate": "k=v"})
-    assert remote is not None and not remote.is_sampled
+    assert remote is not None
+    assert not remote.is_sampled
     async with capture_spans() as captured:
         with captured.tracer.span("server", parent=remote, kind=SpanKind.SERVER) as server:
             assert not server.is_recording
@@ -391,9 +396,7 @@ async def test_a_remote_unsampled_parent_is_honoured_and_propagated() -> None:
             pass
         records = await captured.flush()
     traceparent = headers["traceparent"]
-    assert traceparent == (
-        f"00-4bf92f3577b34da6a3ce929d0e0e4736-{inside.context.span_id:016x}-00"
-    )
+    assert traceparent == (f"00-4bf92f3577b34da6a3ce929d0e0e4736-{inside.context.span_id:016x}-00")
     assert headers["tracestate"] == "k=v"
     assert [record.name for record in records] == ["sampled"]
     assert records[0].trace_flags == 1
@@ -423,7 +426,8 @@ async def test_a_non_recording_span_given_a_context_continues_it() -> None:
             with captured.tracer.span("child"):
                 pass
         (record,) = await captured.flush()
-    assert record.trace_id == 0xAB and record.parent_span_id == 0xCD
+    assert record.trace_id == 0xAB
+    assert record.parent_span_id == 0xCD
 
 
 class Recording:
@@ -452,15 +456,18 @@ async def test_the_sampler_is_asked_once_per_span_with_what_is_known_at_start() 
     attributes = {"user": "u"}
     async with capture_spans(sampler=sampler) as captured:
         tracer = captured.tracer
-        with tracer.span("keep root", kind=SpanKind.SERVER, attributes=attributes) as root:
-            with tracer.span("drop child", kind=7):  # type: ignore[arg-type]
-                pass
+        root = tracer.span("keep root", kind=SpanKind.SERVER, attributes=attributes)
+        with root, tracer.span("drop child", kind=7):  # type: ignore[arg-type]
+            pass
         records = await captured.flush()
     first, second = sampler.calls
-    assert first["parent"] is None and first["name"] == "keep root"
-    assert first["kind"] is SpanKind.SERVER and first["a"] is attributes
+    assert first["parent"] is None
+    assert first["name"] == "keep root"
+    assert first["kind"] is SpanKind.SERVER
+    assert first["a"] is attributes
     assert first["trace_id"] == root.context.trace_id
-    assert second["parent"] == root.context and second["kind"] is SpanKind.INTERNAL
+    assert second["parent"] == root.context
+    assert second["kind"] is SpanKind.INTERNAL
     assert second["trace_id"] == root.context.trace_id
     assert [record.name for record in records] == ["keep root"]
 

@@ -57,9 +57,8 @@ def remote(trace_id: int) -> SpanContext:
 async def test_a_trace_with_an_error_is_kept_whole_and_others_are_discarded() -> None:
     exporter = MemoryExporter()
     async with open_tracer(exporter, tail=TailSampling(keep_errors=True)) as tracer:
-        with tracer.span("fine root"):
-            with tracer.span("fine child"):
-                pass
+        with tracer.span("fine root"), tracer.span("fine child"):
+            pass
         with tracer.span("failing root"):
             with tracer.span("fine sibling"):
                 pass
@@ -75,9 +74,8 @@ async def test_a_trace_with_an_error_is_kept_whole_and_others_are_discarded() ->
 async def test_keep_errors_off_discards_failing_traces() -> None:
     exporter = MemoryExporter()
     async with open_tracer(exporter, tail=TailSampling(keep_errors=False)) as tracer:
-        with pytest.raises(ValueError):
-            with tracer.span("root"):
-                raise ValueError("boom")
+        with pytest.raises(ValueError, match="boom"), tracer.span("root"):
+            raise ValueError("boom")
     assert exporter.spans == []
     assert tracer.stats().spans_sampled_out == 1
 
@@ -102,9 +100,8 @@ async def test_keep_ratio_keeps_trace_ids_by_the_ratio_rule() -> None:
     async with open_tracer(exporter, tail=TailSampling(keep_ratio=0.5)) as tracer:
         # The rule looks at the low 64 bits: below 2**63 is in, above is out.
         for name, trace_id in (("in", (5 << 64) | 1), ("out", (5 << 64) | (1 << 63) + 1)):
-            with tracer.span(name, parent=remote(trace_id)):
-                with tracer.span(f"{name} child"):
-                    pass
+            with tracer.span(name, parent=remote(trace_id)), tracer.span(f"{name} child"):
+                pass
     assert names(exporter) == ["in", "in child"]
 
 
@@ -123,7 +120,8 @@ async def test_stragglers_follow_the_decision_of_their_trace() -> None:
         kept_late.end()
         stats = (await tracer.flush()).stats
     assert names(exporter) == ["kept root", "kept straggler"]
-    assert stats.spans_sampled_out_tail == 2 and balanced(stats)
+    assert stats.spans_sampled_out_tail == 2
+    assert balanced(stats)
 
 
 async def test_a_full_stage_decides_its_oldest_trace_at_once() -> None:
@@ -147,7 +145,8 @@ async def test_a_full_stage_decides_its_oldest_trace_at_once() -> None:
             root.end()
         stats = (await tracer.flush()).stats
     assert names(exporter) == ["first child", "root 0"]
-    assert stats.spans_sampled_out_tail == 4 and balanced(stats)
+    assert stats.spans_sampled_out_tail == 4
+    assert balanced(stats)
 
 
 async def test_a_trace_whose_root_does_not_end_is_judged_after_decision_wait() -> None:
@@ -214,13 +213,16 @@ async def test_pending_traces_are_judged_and_flushed_at_exit() -> None:
         open_root = tracer.start_span("root left open")
         tracer.start_span("child of the open root", parent=open_root).end()
         stats = tracer.stats()
-        assert stats.spans_pending_tail == 51 and balanced(stats)
+        assert stats.spans_pending_tail == 51
+        assert balanced(stats)
         await tracer.flush()
         assert exporter.spans == []  # flush() forces no decision
     stats = tracer.stats()
     # At exit, the stage waits for room in the small lane: nothing is dropped.
     assert len(exporter.spans) == 52
-    assert stats.spans_pending_tail == 0 and not stats.dropped and balanced(stats)
+    assert stats.spans_pending_tail == 0
+    assert not stats.dropped
+    assert balanced(stats)
     (unfinished,) = [r for r in exporter.spans if r.name == "root left open"]
     assert unfinished.attributes["spanlane.unfinished"] is True
 
@@ -228,9 +230,8 @@ async def test_pending_traces_are_judged_and_flushed_at_exit() -> None:
 async def test_lanes_that_want_starts_get_none_under_tail_sampling() -> None:
     exporter = MemoryExporter(wants_starts=True)
     async with open_tracer(exporter, tail=TailSampling(keep_ratio=1.0)) as tracer:
-        with tracer.span("root"):
-            with tracer.span("child"):
-                pass
+        with tracer.span("root"), tracer.span("child"):
+            pass
     assert [record.is_start for record in exporter.records] == [False, False]
 
 
@@ -263,7 +264,8 @@ async def test_head_and_tail_sampling_combine() -> None:
         with tracer.span("x") as span:
             span.set_status(StatusCode.ERROR)
     stats = tracer.stats()
-    assert stats.spans_ended == 0 and stats.spans_sampled_out == 1
+    assert stats.spans_ended == 0
+    assert stats.spans_sampled_out == 1
     assert stats.spans_sampled_out_tail == 0
 
 
@@ -283,7 +285,7 @@ def test_tail_sampling_refuses_bad_arguments() -> None:
         ({"clock": 1}, TypeError),
     ):
         with pytest.raises(error):
-            TailSampling(**kwargs)  # type: ignore[arg-type]
+            TailSampling(**kwargs)
 
 
 def test_open_tracer_refuses_a_tail_it_cannot_use() -> None:

@@ -13,6 +13,7 @@ from functools import partial
 
 import anyio
 import anyio.from_thread
+import anyio.lowlevel
 import anyio.to_thread
 import pytest
 from anyio.streams.memory import MemoryObjectSendStream
@@ -359,6 +360,7 @@ def test_counters_stay_exact_when_threads_end_spans_after_the_loop_finished(
         async with open_tracer(exporter) as tracer:
             holder.append(tracer)
             # Started on the loop, ended by threads only after the loop is gone.
+
     anyio.run(main, backend=backend)
     (tracer,) = holder
     threads_count, per_thread = 8, 250
@@ -429,7 +431,7 @@ def test_records_from_a_thread_running_its_own_loop_are_counted_when_the_outer_l
             while not stop.is_set() or ended < 200:
                 tracer.start_span("from the other loop").end()
                 ended += 1
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
 
         anyio.run(produce, backend=backend)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-
 import logging
 from typing import Any
 
@@ -81,7 +80,7 @@ async def test_wrong_type_raises_type_error_naming_the_parameter(
 
 async def test_exporter_without_export_method_raises_type_error() -> None:
     with pytest.raises(TypeError, match="export"):
-        open_tracer(object())  # type: ignore[arg-type]
+        open_tracer(object())
 
 
 # --- leaving the tracer --------------------------------------------------------------------------

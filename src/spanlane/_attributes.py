@@ -144,7 +144,7 @@ def _coerce_sequence(
         if kind is bool or kind is float:
             return tuple(value)
         if kind is int:
-            if _INT64_MIN <= min(value) and max(value) <= _INT64_MAX:
+            if min(value) >= _INT64_MIN and max(value) <= _INT64_MAX:
                 return tuple(value)
         elif issubclass(kind, _SCALARS):
             # Subclasses (IntEnum, str subclasses) are stored as their base type.

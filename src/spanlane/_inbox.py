@@ -100,7 +100,8 @@ class ThreadInbox:
                 return True
             self._scheduled = True
             loop, drain = self._loop, self._drain
-        assert loop is not None and drain is not None
+        assert loop is not None
+        assert drain is not None
         try:
             loop.call_soon(drain)
         except LoopGone:

@@ -468,9 +468,7 @@ class Lane:
         That is: the drain deadline or ``export_timeout`` fired, or (asyncio) something asked to
         cancel the worker's task itself, such as the event loop shutting down.
         """
-        return (
-            self._cancel_scope.cancel_called or attempt_scope.cancel_called or cancel_requested()
-        )
+        return self._cancel_scope.cancel_called or attempt_scope.cancel_called or cancel_requested()
 
     def _settle_exported(self, count: int, result: object) -> None:
         rejected, unencodable = _undelivered(result, count)

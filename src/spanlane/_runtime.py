@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import Context
 from typing import Any
 
@@ -101,7 +101,7 @@ def absorb_loop_cancellation() -> bool:
     uncancel = getattr(task, "uncancel", None)
     if uncancel is None:  # pragma: no cover - Python 3.10 counts nothing
         return True
-    if task.cancelling():
+    if task.cancelling():  # type: ignore[attr-defined]  # 3.11+, as uncancel() above
         uncancel()
         return True
     return False
@@ -114,7 +114,9 @@ async def _protected_call(func: Callable[..., Awaitable[Any]], *args: Any, **kwa
 _protected_on_trio: Callable[..., Awaitable[Any]] | None = None
 
 
-def ki_protected(func: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def ki_protected(
+    func: Callable[..., Coroutine[Any, Any, Any]],
+) -> Callable[..., Coroutine[Any, Any, Any]]:
     """Return an async callable that runs ``func`` with trio's KeyboardInterrupt protection.
 
     trio raises ``KeyboardInterrupt`` in whatever code runs when Ctrl-C arrives, unless that

@@ -332,9 +332,7 @@ class RateLimited:
 
     __slots__ = ("_capacity", "_clock", "_last", "_lock", "_rate", "_tokens")
 
-    def __init__(
-        self, per_second: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = _positive_rate(per_second)
         if not callable(clock):
             raise TypeError(f"clock must be callable, got {clock!r}")
@@ -422,9 +420,7 @@ def _env_ratio(environ: Mapping[str, str]) -> float:
     try:
         return validate_ratio(_ENV_ARG, float(raw.strip()))
     except (TypeError, ValueError):
-        logger.warning(
-            "spanlane: %s=%r is not a ratio between 0 and 1; using 1.0", _ENV_ARG, raw
-        )
+        logger.warning("spanlane: %s=%r is not a ratio between 0 and 1; using 1.0", _ENV_ARG, raw)
         return 1.0
 
 
@@ -454,8 +450,7 @@ def sampler_from_environment(environ: Mapping[str, str] | None = None) -> Sample
     if name == "parentbased_traceidratio":
         return ParentBased(TraceIdRatio(_env_ratio(env)))
     logger.warning(
-        "spanlane: %s=%r is not a sampler spanlane knows; using the default, "
-        "parentbased_always_on",
+        "spanlane: %s=%r is not a sampler spanlane knows; using the default, parentbased_always_on",
         _ENV_SAMPLER,
         raw,
     )

@@ -18,14 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
 from threading import Lock
-from weakref import ref as _ref
 from time import time_ns
 from time import time_ns as _clock_ns  # add_event's time_ns parameter hides the name
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
+from weakref import ref as _ref
 
 from ._attributes import SpanLimits, coerce_attributes, coerce_value, freeze
 from ._context import get_span, reset_current, reset_span, use_span
+from ._ids import new_span_id, new_trace_id
 from ._records import (
     CANCELLED_ATTRIBUTE,
     DEFAULT_SCOPE,
@@ -50,7 +51,6 @@ from ._records import (
     new_context,
     new_record,
 )
-from ._ids import new_span_id, new_trace_id
 from ._runtime import is_cancellation
 from ._safe import exception_type, format_stacktrace, safe_str
 
@@ -64,11 +64,11 @@ __all__ = [
     "Span",
     "SpanSink",
     "Unsampled",
+    "abandon",
     "clamp_time",
     "current_span",
-    "abandon",
-    "mark",
     "make_links",
+    "mark",
     "note_exception",
     "parent_context",
     "seal",
@@ -385,8 +385,8 @@ class Span:
         """
         if not self.is_recording:
             return
-        if not isinstance(exc, BaseException):
-            self._sink.note_ignored("record_exception", exc)  # type: ignore[union-attr]
+        if not isinstance(exc, BaseException):  # a caller's mistake the types do not see
+            self._sink.note_ignored("record_exception", exc)  # type: ignore[unreachable]
             return
         event_attributes: dict[str, object] = {
             "exception.type": exception_type(exc),
@@ -407,14 +407,17 @@ class Span:
         """
         if not self.is_recording:
             return
-        if type(code) is Status:
-            code, description = code.code, code.description
-        if type(code) is not StatusCode:
-            if type(code) is int and code in (0, 1, 2):
-                code = StatusCode(code)
-            else:
-                self._sink.note_ignored("set_status", code)  # type: ignore[union-attr]
-                return
+        given: object = code  # anything at all may arrive here
+        if isinstance(given, Status):
+            description = given.description
+            given = given.code
+        if type(given) is StatusCode:
+            code = given
+        elif type(given) is int and given in (0, 1, 2):
+            code = StatusCode(given)
+        else:
+            self._sink.note_ignored("set_status", given)  # type: ignore[union-attr]
+            return
         rec = self._rec
         if rec.status.code is StatusCode.OK or code is StatusCode.UNSET:
             return
@@ -690,7 +693,12 @@ class NonRecordingSpan(Span):
             self._token = [held, token]  # type: ignore[list-item]
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         token = self._token
         if token is None:
             return
@@ -703,8 +711,13 @@ class NonRecordingSpan(Span):
     async def __aenter__(self) -> Self:
         return self.__enter__()
 
-    async def __aexit__(self, *exc_info: Any) -> None:
-        self.__exit__(*exc_info)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
 
 
 def _hex(value: object, digits: int) -> str:
@@ -722,7 +735,7 @@ class Unsampled(NonRecordingSpan):
     """
 
     __slots__ = ()
-    __init__ = object.__init__  # type: ignore[assignment]
+    __init__ = object.__init__
 
     # Never INVALID_SPAN, so no identity test; the token handling of Span, inlined.
     def __enter__(self) -> Self:
@@ -750,7 +763,7 @@ class Unsampled(NonRecordingSpan):
             return
         self._token = None
         try:
-            reset_current(token)
+            reset_current(token)  # type: ignore[arg-type]
         except ValueError:  # entered in another context: leave that one alone
             pass
 
@@ -783,13 +796,15 @@ def parent_context(parent: object) -> SpanContext | None:
         TypeError: ``parent`` is neither a Span, a SpanContext nor None.
     """
     if type(parent) is Span or type(parent) is Unsampled:
-        return parent.context  # made by a tracer: always valid
+        return cast(Span, parent).context  # made by a tracer: always valid
     if isinstance(parent, Span):
         context = parent.context
     elif isinstance(parent, SpanContext):
         context = parent
     else:
-        raise TypeError(f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}")
+        raise TypeError(
+            f"parent must be a Span, a SpanContext or None, got {type(parent).__name__}"
+        )
     return context if context.is_valid else None
 
 

@@ -26,6 +26,8 @@ from ._asgi_lifespan import TracingLifespan as TracingLifespan
 from ._asgi_lifespan import lifespan as lifespan
 from ._context import get_tracer, reset_tracer, use_tracer
 from ._records import SpanKind, StatusCode
+from ._runtime import is_cancellation
+from ._safe import exception_type
 from ._semconv import (
     CLIENT_ADDRESS,
     CLIENT_PORT,
@@ -45,8 +47,6 @@ from ._semconv import (
     redact_query,
     server_status_is_error,
 )
-from ._runtime import is_cancellation
-from ._safe import exception_type
 from ._span import Span, note_exception
 from ._tracer import Tracer
 from .propagation import context_from_values

@@ -20,6 +20,7 @@ import httpx
 
 from ._context import get_tracer
 from ._records import SpanKind, StatusCode
+from ._safe import exception_type
 from ._semconv import (
     DEFAULT_PORTS,
     ERROR_TYPE,
@@ -35,7 +36,6 @@ from ._semconv import (
     protocol_version,
     redact_query,
 )
-from ._safe import exception_type
 from ._tracer import Tracer
 from .propagation import inject
 

@@ -17,7 +17,7 @@ import attrs
 from ._exceptions import ExportError, RetryableExportError
 from ._records import SpanRecord
 from ._tracer import Tracer, open_tracer
-from .exporters._base import Exporter, exporter_name
+from .exporters._base import Exporter, ExportResult, exporter_name
 from .exporters._memory import MemoryExporter
 
 __all__ = ["CapturedSpans", "Fault", "FaultKind", "FaultyExporter", "Script", "capture_spans"]
@@ -161,7 +161,7 @@ class FaultyExporter:
     def __repr__(self) -> str:
         return f"<FaultyExporter {self.name!r} calls={len(self.calls)}>"
 
-    async def export(self, batch: Sequence[SpanRecord]) -> int | None:
+    async def export(self, batch: Sequence[SpanRecord]) -> int | ExportResult | None:
         """Apply the next fault, delivering to the inner exporter when the fault allows."""
         fault = self._script(len(self.calls), batch)
         self.calls.append((len(batch), fault))

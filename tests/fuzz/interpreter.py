@@ -91,6 +91,7 @@ EXTERNAL = {
 def _external(parent: object) -> SpanContext | None:
     return parent if isinstance(parent, SpanContext) and parent.is_valid else None
 
+
 Backend = Literal["asyncio", "trio"]
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
 
@@ -393,8 +394,8 @@ def spying_on_lanes(logs: Mapping[str, LaneLog]) -> Iterator[None]:
             log.bulk[reason] += count
         count_at_door(lane, reason, count)
 
-    Lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign]
-    Lane.count_at_door = spying_count_at_door  # type: ignore[method-assign]
+    Lane.offer_nowait = spying_offer_nowait  # type: ignore[method-assign,assignment]
+    Lane.count_at_door = spying_count_at_door  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
@@ -512,13 +513,18 @@ class _Run:
     async def main(self) -> None:
         # Built inside the event loop: a tracer may hold backend objects from the start.
         lanes = [
-            exporter if spec.max_batch_size is None else lane(exporter, max_batch_size=spec.max_batch_size)
+            exporter
+            if spec.max_batch_size is None
+            else lane(exporter, max_batch_size=spec.max_batch_size)
             for exporter, spec in zip(self.exporters, self.case.config.lanes, strict=True)
         ]
         config = self.case.config
         self.tail = build_tail(config.tail)
         self._tracer = open_tracer(
-            *lanes, sampler=build_sampler(config.sampler), tail=self.tail, **config.options()
+            *lanes,
+            sampler=build_sampler(config.sampler),
+            tail=self.tail,
+            **config.options(),  # type: ignore[arg-type]
         )
         with anyio.CancelScope() as self.scope:
             try:

@@ -53,8 +53,16 @@ class Exporter(Protocol):
     cancelled at ``drain_timeout``), with a grace period of its own.
     """
 
-    name: str
-    wants_starts: bool
+    # Read-only in the protocol: a class attribute, a Final or a property all satisfy it.
+    @property
+    def name(self) -> str:
+        """The name used in statistics and logs."""
+        ...
+
+    @property
+    def wants_starts(self) -> bool:
+        """Also deliver start notifications."""
+        ...
 
     async def export(self, batch: Sequence[SpanRecord]) -> int | ExportResult | None:
         """Deliver one batch of records, oldest first."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Final, TextIO
 
 import anyio.to_thread
 
@@ -69,7 +69,8 @@ def render_trace(records: Sequence[SpanRecord]) -> str:
         below = children.get(record.span_id, [])
         inner = prefix + ("   " if last else "│  ")
         stack.extend(
-            (child, inner, index == len(below) - 1) for index, child in reversed(list(enumerate(below)))
+            (child, inner, index == len(below) - 1)
+            for index, child in reversed(list(enumerate(below)))
         )
     # Spans in a cycle of parent ids never hang from a root: draw them at the top level.
     for record in records:
@@ -91,6 +92,9 @@ class ConsoleExporter:
         max_pending_traces: traces held while waiting for their root; past it, the oldest is
             printed as it is.
     """
+
+    #: The console wants finished spans only.
+    wants_starts: Final = False
 
     def __init__(
         self,

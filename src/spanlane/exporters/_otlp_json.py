@@ -106,7 +106,9 @@ def _event(event: Event) -> dict[str, Any]:
 
 def _link(link: Link) -> dict[str, Any]:
     context = link.context
-    flags = clean_flags(context.trace_flags) | _HAS_IS_REMOTE | (_IS_REMOTE if context.is_remote else 0)
+    flags = (
+        clean_flags(context.trace_flags) | _HAS_IS_REMOTE | (_IS_REMOTE if context.is_remote else 0)
+    )
     out: dict[str, Any] = {
         "traceId": f"{context.trace_id:032x}",
         "spanId": f"{context.span_id:016x}",

@@ -23,8 +23,8 @@ from .._exceptions import ExportError, RetryableExportError
 from .._records import SpanRecord
 from .._version import __version__
 from . import _otlp_proto
-from ._otlp_config import OTLPConfig, redact_url, resolve_config
 from ._base import ExportResult
+from ._otlp_config import OTLPConfig, redact_url, resolve_config
 from ._otlp_encode import JSON, PROTOBUF, Part, encode_batch
 
 # httpx comes with the otlp extra; say so rather than fail with a bare ModuleNotFoundError.
@@ -225,6 +225,11 @@ class OTLPExporter:
         self._progress: _Progress | None = None
 
     # --- read-only settings ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The name used in statistics and logs (the class name)."""
+        return type(self).__name__
 
     @property
     def endpoint(self) -> str:
