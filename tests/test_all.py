@@ -19,6 +19,7 @@ import spanlane.asgi
 import spanlane.exporters
 import spanlane.httpx
 import spanlane.propagation
+import spanlane.sampling
 import spanlane.testing
 from spanlane._version import __version__
 
@@ -31,6 +32,7 @@ PUBLIC_MODULES = [
     spanlane.asgi,
     spanlane.propagation,
     spanlane.httpx,
+    spanlane.sampling,
 ]
 
 #: The top-level names issue 2 asks for.

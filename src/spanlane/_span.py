@@ -32,6 +32,7 @@ from ._records import (
     DEFAULT_SCOPE,
     EMPTY_ATTRIBUTES,
     EMPTY_RESOURCE,
+    NOT_SAMPLED,
     RECORD_FIELDS,
     SAMPLED_FLAG,
     UNFINISHED_ATTRIBUTE,
@@ -567,9 +568,8 @@ class NonRecordingSpan(Span):
     """
 
     # Only _context, _token and parent are used; _sink is None and, while _context is None (an
-    # unsampled span), _rec holds the parts of the context known at the start (trace id, or 0,
-    # flags, state) until someone asks for it: one that is never a parent nor propagated never
-    # builds one.
+    # unsampled span), _rec holds its trace id (0 for a root whose id is not made yet) until
+    # someone asks for the context: one that is never a parent nor propagated never builds one.
     __slots__ = ()
 
     def __init__(self, context: SpanContext) -> None:
@@ -607,10 +607,7 @@ class NonRecordingSpan(Span):
                     # An unsampled span: its ids are made now, when first observed; random ids
                     # made later are as unique as ids made at the start, and cost nothing until
                     # something (a child, propagation.inject) looks.
-                    trace_id, flags, state = self._rec
-                    context = self._context = new_context(
-                        trace_id or new_trace_id(), new_span_id(), flags, state
-                    )
+                    context = self._context = _unsampled_context(self._rec, self.parent)
         return context
 
     @property
@@ -729,8 +726,8 @@ class Unsampled(NonRecordingSpan):
 
     No Python ``__init__`` (``object.__init__`` makes the class call run no Python frame):
     :meth:`Tracer.span` stores the five slots itself: ``_sink`` None, ``_context`` None,
-    ``_token`` None, ``parent`` the parent's context, ``_rec`` the tuple ``(trace id or 0,
-    flags, state)``. Its ids are made the first time someone asks for its context (a child,
+    ``_token`` None, ``parent`` the parent's context, ``_rec`` the trace id (0 for a root under
+    ``ALWAYS_OFF``). Its ids are made the first time someone asks for its context (a child,
     ``propagation.inject``); most unsampled spans never need them.
     """
 
@@ -766,6 +763,22 @@ class Unsampled(NonRecordingSpan):
             reset_current(token)  # type: ignore[arg-type]
         except ValueError:  # entered in another context: leave that one alone
             pass
+
+
+def _unsampled_context(trace_id: int, parent: SpanContext | None) -> SpanContext:
+    """The context of an unsampled span: its parent's trace, flags without "sampled" (W3C level
+    2's "random trace id" and any other bit describe the trace, and are kept) and state; a new
+    span id (and, for a root nobody asked a sampler about, a new trace id)."""
+    if parent is None:
+        return new_context(trace_id or new_trace_id(), new_span_id(), 0, "")
+    flags = parent.trace_flags
+    state = parent.trace_state
+    return new_context(
+        trace_id,
+        new_span_id(),
+        flags & NOT_SAMPLED if type(flags) is int else 0,
+        state if type(state) is str else "",
+    )
 
 
 # Orders the first look at an unsampled span's context between threads, so that all of them see

@@ -102,6 +102,13 @@ class TailSampling(SpanProcessor):
         clock: a monotonic clock in seconds (``time.monotonic`` by default), for tests;
             ``decision_wait`` is measured with it.
 
+    Attributes:
+        keep_errors: as given.
+        keep_slower_than: as given (seconds, or None).
+        keep_ratio: as given, as a float.
+        max_pending_spans: as given.
+        decision_wait: as given, as a float (seconds).
+
     Raises:
         TypeError: an argument has the wrong type.
         ValueError: a number is out of range (``keep_ratio`` outside ``[0, 1]``, a negative

@@ -14,7 +14,8 @@ of an enclosing scope) asks the service to shut down and waits for it, shielded,
 1. spans still open are ended with ``spanlane.unfinished = True`` and offered; past the drain
    deadline, those left are counted ``SHUTDOWN_TIMEOUT`` without being built;
 2. the last records from other threads are taken; later ones are counted ``CLOSED`` at once;
-3. the processors hand on what they hold;
+3. the processors' background work stops, and they hand on what they hold (the tail-sampling
+   stage judges its pending traces);
 4. the lanes stop accepting records and drain what they hold, until the deadline;
 5. workers still busy at the deadline are cancelled, and what they held is counted as
    ``SHUTDOWN_TIMEOUT``; every exporter's ``aclose()`` runs, with a grace of its own;
@@ -26,6 +27,7 @@ cancelled at once (what they held is counted) and the ``KeyboardInterrupt`` prop
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,7 +49,6 @@ from ._options import LaneOptions, LaneSpec, OnFull
 from ._processor import Fanout, Guarded, SpanProcessor, Stage
 from ._records import (
     DEFAULT_SCOPE,
-    NOT_SAMPLED,
     SAMPLED_FLAG,
     AttributeValue,
     InstrumentationScope,
@@ -226,9 +227,12 @@ class Tracer:
         self._spans_ended = 0
         self._ignored = 0
         self._processor_errors = 0
-        # Unsampled spans started on the loop thread (no lock), and elsewhere (under the lock).
-        self._sampled_out = 0
-        self._sampled_out_elsewhere = 0
+        # Unsampled spans, counted from any thread without a lock: next() on an
+        # itertools.count is one C call, atomic under the GIL. It is read by taking a number too
+        # (under the lock, see _unsampled_count), so the reads are subtracted.
+        self._unsampled_counter = itertools.count()
+        self._count_unsampled = self._unsampled_counter.__next__
+        self._unsampled_reads = 0
         self._sampler_errors = 0
         self._runner_scope: anyio.CancelScope | None = None
         self._runners_done: anyio.Event | None = None
@@ -323,29 +327,16 @@ class Tracer:
                     trace_id, context, name, kind, attributes
                 )
             if not sampled:
-                if get_ident() == self._loop_thread:
-                    self._sampled_out += 1
-                else:
-                    self._count_sampled_out_elsewhere()
+                self._count_unsampled()  # one atomic C call, from any thread
                 # Built in place, without a call: an unsampled span must cost a fraction of a
-                # recorded one (see Unsampled for the slots).
+                # recorded one. Its context is derived from these when first asked for (see
+                # Unsampled).
                 unsampled: Span = Unsampled()
                 unsampled._sink = None
                 unsampled._context = None
                 unsampled._token = None
                 unsampled.parent = context
-                if context is None:
-                    unsampled._rec = (trace_id, 0, "")
-                else:
-                    # The parent's flags without "sampled" (W3C level 2's "random trace id"
-                    # and any other bit describe the trace, and are kept), and its state.
-                    flags = context.trace_flags
-                    state = context.trace_state
-                    unsampled._rec = (
-                        trace_id,
-                        flags & NOT_SAMPLED if type(flags) is int else 0,
-                        state if type(state) is str else "",
-                    )
+                unsampled._rec = trace_id
                 return unsampled
         limits = self.limits
         if attributes is None:
@@ -456,9 +447,13 @@ class Tracer:
                 )
             return False
 
-    def _count_sampled_out_elsewhere(self) -> None:
+    def _unsampled_count(self) -> int:
+        """Unsampled spans started so far (reading the counter advances it: see __init__)."""
         with self._inbox.lock:
-            self._sampled_out_elsewhere += 1
+            taken = next(self._unsampled_counter)
+            count = taken - self._unsampled_reads
+            self._unsampled_reads += 1
+        return count
 
     def _kind(self, kind: object) -> SpanKind:
         if type(kind) is int and 1 <= kind <= 5:
@@ -689,7 +684,7 @@ class Tracer:
             inbox=len(self._inbox),
             ignored_calls=self._ignored,
             processor_errors=self._processor_errors,
-            spans_sampled_out=self._sampled_out + self._sampled_out_elsewhere + sampled_out_tail,
+            spans_sampled_out=self._unsampled_count() + sampled_out_tail,
             spans_sampled_out_tail=sampled_out_tail,
             spans_pending_tail=pending_tail,
             sampler_errors=self._sampler_errors,
