@@ -306,8 +306,6 @@ class Tracer:
             context = parent_context(parent)
         if self._state == "new":
             return self._not_entered()
-        if type(kind) is not SpanKind:
-            kind = self._kind(kind)
         head = self._head
         if context is not None:
             trace_id = context.trace_id
@@ -322,10 +320,12 @@ class Tracer:
                 else:
                     flags = context.trace_flags
                     sampled = type(flags) is int and flags & SAMPLED_FLAG != 0
+            elif head == HEAD_NONE:
+                sampled = False
             else:
-                sampled = head != HEAD_NONE and self._sample(
-                    trace_id, context, name, kind, attributes
-                )
+                if type(kind) is not SpanKind:
+                    kind = self._kind(kind)
+                sampled = self._sample(trace_id, context, name, kind, attributes)
             if not sampled:
                 self._count_unsampled()  # one atomic C call, from any thread
                 # Built in place, without a call: an unsampled span must cost a fraction of a
@@ -351,6 +351,9 @@ class Tracer:
             dropped_links = 0
         else:
             link_tuple, dropped_links = make_links(links, limits)
+        # An unsampled span ignores its kind, as it ignores its other arguments.
+        if type(kind) is not SpanKind:
+            kind = self._kind(kind)
         if start_time_ns is None:
             start = time_ns()
         else:
@@ -637,7 +640,9 @@ class Tracer:
         """Export everything offered so far, partial batches included, and wait for it.
 
         Returns once every record offered before the call is exported or dropped, or after
-        ``timeout`` seconds. It does not block the event loop.
+        ``timeout`` seconds. It does not block the event loop. Records a tail-sampling stage
+        holds for a trace not yet decided stay held (``Stats.spans_pending_tail``): a flush
+        forces no decision.
 
         Args:
             timeout: seconds to wait at most; None waits as long as it takes (each export is
