@@ -200,6 +200,7 @@ def downstream_app() -> ASGIApp:
                 "traceparent_seen": parent is not None,
                 "trace_id": f"{parent.trace_id:032x}" if parent else None,
                 "parent_span_id": f"{parent.span_id:016x}" if parent else None,
+                "sampled": parent.is_sampled if parent else None,
             },
         )
 

@@ -134,6 +134,37 @@ DEFAULT_LIMITS = SpanLimits()
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.001, max_backoff=0.004)
 
 
+class SamplerSpec(enum.Enum):
+    """The head sampler of a run, built fresh by the interpreter (see ``build_sampler``)."""
+
+    DEFAULT = "default"  #: no ``sampler=``: ParentBased(ALWAYS_ON)
+    ALWAYS_OFF = "always_off"  #: nothing is recorded
+    RATIO = "ratio"  #: ParentBased(TraceIdRatio(0.5)): random, by trace id
+    EVEN = "even"  #: spans whose number (``p<i>.<n>``) is even, whatever the parent
+    RAISES = "raises"  #: raises for spans whose number is 3 mod 4, samples the others
+
+    @property
+    def deterministic(self) -> bool:
+        """True when the decisions do not depend on random ids."""
+        return self is not SamplerSpec.RATIO
+
+
+@attrs.frozen
+class TailSpec:
+    """``TailSampling(...)`` arguments; the interpreter builds a fresh stage for each run."""
+
+    keep_errors: bool = True
+    keep_slower_than: float | None = None
+    keep_ratio: float = 0.0
+    max_pending_spans: int = 10_000
+    decision_wait: float = 10.0
+
+    @property
+    def keeps_everything(self) -> bool:
+        """True when every trace is kept (the ratio rule keeps every trace id)."""
+        return self.keep_ratio == 1.0
+
+
 @attrs.frozen
 class TracerConfig:
     """The arguments of ``open_tracer()``, and one :class:`LaneSpec` per exporter."""
@@ -151,9 +182,12 @@ class TracerConfig:
     #: Queued records at which lanes pack their queue (``Lane._compact_at``), or None for the
     #: library's default (which no drawn program reaches).
     compact_at: int | None = None
+    sampler: SamplerSpec = SamplerSpec.DEFAULT
+    tail: TailSpec | None = None
 
     def options(self) -> dict[str, Any]:
-        """Keyword arguments for ``open_tracer()``."""
+        """Keyword arguments for ``open_tracer()`` (the sampler and tail stage excepted: they
+        are built fresh for every run)."""
         return {
             "buffer_size": self.buffer_size,
             "max_batch_size": self.max_batch_size,
@@ -270,6 +304,39 @@ _limits = st.builds(
 )
 
 
+def tail_specs(
+    *, keeps_everything: bool = False, deterministic: bool = False
+) -> st.SearchStrategy[TailSpec]:
+    """A tail stage: with ``keeps_everything`` one that keeps every trace; with
+    ``deterministic`` one whose decisions do not depend on the order records arrive in."""
+    if keeps_everything:
+        ratios: st.SearchStrategy[float] = st.just(1.0)
+    elif deterministic:
+        ratios = st.sampled_from([0.0, 1.0])
+    else:
+        ratios = st.sampled_from([0.0, 0.5, 1.0])
+    if deterministic:
+        return st.builds(TailSpec, keep_errors=st.just(False), keep_ratio=ratios)
+    return st.builds(
+        TailSpec,
+        keep_errors=st.booleans(),
+        keep_slower_than=st.sampled_from([None, 0.0, 0.001]),
+        keep_ratio=ratios,
+        max_pending_spans=st.sampled_from([10_000, 1, 2, 3]),
+        decision_wait=st.sampled_from([10.0, 0.001, 0.02]),
+    )
+
+
+def sampler_specs(
+    *, deterministic: bool = False, often: bool = False
+) -> st.SearchStrategy[SamplerSpec]:
+    """A head sampler; the default most often (it shrinks to it) unless ``often``."""
+    choices = [spec for spec in SamplerSpec if spec.deterministic or not deterministic]
+    if not often:
+        choices = [SamplerSpec.DEFAULT] * 6 + choices[1:]
+    return st.sampled_from(choices)
+
+
 @st.composite
 def tracer_configs(
     draw: st.DrawFn,
@@ -277,6 +344,8 @@ def tracer_configs(
     lossless_for: int | None = None,
     redeliver: bool = True,
     concurrent: bool = False,
+    deterministic: bool = False,
+    sampling: bool = False,
 ) -> TracerConfig:
     """A tracer configuration with one to three lanes.
 
@@ -284,9 +353,13 @@ def tracer_configs(
         lossless_for: when given, the configuration may lose nothing for a program that offers
             at most this many records to a lane: the buffer holds them all, no fault is
             permanent or hangs, there are more attempts than scripted failures, and every
-            deadline is far beyond what the faults can consume.
+            deadline is far beyond what the faults can consume (and a tail stage keeps every
+            trace).
         redeliver: allow faults that deliver a batch and then fail.
         concurrent: every lane exports two or four batches at once.
+        deterministic: samplers and tail stages whose decisions do not depend on random ids
+            or on the order records arrive in.
+        sampling: draw a sampler other than the default and a tail stage more often.
     """
     lossless = lossless_for is not None
     lanes = tuple(
@@ -335,19 +408,37 @@ def tracer_configs(
         limits=draw(_limits),
         # Pack queued records at once, after a few, or never (the default threshold).
         compact_at=draw(st.sampled_from([None, None, 1, 3])),
+        sampler=draw(sampler_specs(deterministic=deterministic, often=sampling)),
+        # A tail stage in one case in five; in three in four of the sampling cases.
+        tail=draw(
+            st.sampled_from(
+                [True, True, True, False] if sampling else [False] * 4 + [True]
+            ).flatmap(
+                lambda with_tail: (
+                    tail_specs(keeps_everything=lossless, deterministic=deterministic)
+                    if with_tail
+                    else st.none()
+                )
+            )
+        ),
     )
 
 
 # --- programs --------------------------------------------------------------------------------
 
-Parent = int | Literal["current"] | None
+#: External parents (drawn by sampling programs only): ``"remote"`` and ``"remote00"`` a
+#: remote context, sampled or not (the span is a local root); ``"detached"`` a context of this
+#: process that no span of the program records (its trace has no local root here).
+External = Literal["remote", "remote00", "detached"]
+Parent = int | Literal["current"] | External | None
 
 
 @attrs.frozen
 class StartSpan:
     """Start a span with ``start_span()``.
 
-    ``parent`` is an index into the producer's spans (modulo their number), ``"current"`` for the
+    ``parent`` is an index into the producer's spans (modulo their number), an external parent
+    (see :data:`External`), ``"current"`` for the
     current span (the body span, if any), or None for a new trace.
     """
 
@@ -490,6 +581,31 @@ ops: st.SearchStrategy[Op] = st.one_of(
 )
 
 
+_sampling_parents: st.SearchStrategy[Parent] = st.one_of(
+    st.none(),
+    st.integers(0, 7),
+    st.integers(0, 7),
+    st.just("current"),
+    st.sampled_from(["remote", "remote00", "detached"]),
+)
+
+#: The ops of a sampling program: spans started under every kind of parent and ended in any
+#: order (children after their roots: stragglers), errors, and the waits that let timers fire.
+sampling_ops: st.SearchStrategy[Op] = st.one_of(
+    st.builds(StartSpan, parent=_sampling_parents),
+    st.builds(EndSpan, target=_targets, via=st.sampled_from(["end", "aend", "thread"])),
+    st.builds(EndSpan, target=_targets),
+    st.builds(
+        RaiseInSpan,
+        parent=_sampling_parents,
+        asynchronous=st.booleans(),
+        checkpoint=st.booleans(),
+    ),
+    st.builds(Flush, timeout=st.sampled_from([0.0, 0.005, 0.05])),
+    st.builds(Checkpoint, sleep=st.booleans()),
+)
+
+
 def _exits(producers: Sequence[Sequence[Op]], *, mid_program: bool) -> st.SearchStrategy[Exit]:
     after_join = st.builds(Exit, how=st.sampled_from(["normal", "raise", "cancel"]))
     if not mid_program:
@@ -503,16 +619,23 @@ def _exits(producers: Sequence[Sequence[Op]], *, mid_program: bool) -> st.Search
 
 @st.composite
 def programs(
-    draw: st.DrawFn, *, max_producers: int = 4, max_ops: int = 10, mid_program_exit: bool = True
+    draw: st.DrawFn,
+    *,
+    max_producers: int = 4,
+    max_ops: int = 10,
+    mid_program_exit: bool = True,
+    sampling: bool = False,
 ) -> Program:
     """A program: one to ``max_producers`` producers with up to ``max_ops`` ops each.
 
     Args:
         mid_program_exit: allow a producer to raise or cancel while the others run (which makes
             the outcome depend on scheduling, so it is off for backend comparisons).
+        sampling: draw :data:`sampling_ops` (external parents, stragglers) instead.
     """
+    producer_ops = sampling_ops if sampling else ops
     producers = tuple(
-        tuple(draw(st.lists(ops, max_size=max_ops)))
+        tuple(draw(st.lists(producer_ops, max_size=max_ops)))
         for _ in range(draw(st.integers(1, max_producers)))
     )
     return Program(
@@ -538,6 +661,8 @@ def cases(
     redeliver: bool = True,
     mid_program_exit: bool = True,
     concurrent: bool = False,
+    deterministic: bool = False,
+    sampling: bool = False,
 ) -> Case:
     """A :class:`Case`; with ``lossless``, a configuration that may drop nothing for the program.
 
@@ -546,11 +671,21 @@ def cases(
         redeliver: see :func:`tracer_configs`.
         mid_program_exit: see :func:`programs`.
         concurrent: see :func:`tracer_configs`.
+        deterministic: see :func:`tracer_configs`.
+        sampling: see :func:`tracer_configs`.
     """
-    program = draw(programs(mid_program_exit=mid_program_exit))
+    program = draw(programs(mid_program_exit=mid_program_exit, sampling=sampling))
     # Every span may send a start and an end record down a lane.
     budget = 2 * program.max_spans if lossless else None
-    config = draw(tracer_configs(lossless_for=budget, redeliver=redeliver, concurrent=concurrent))
+    config = draw(
+        tracer_configs(
+            lossless_for=budget,
+            redeliver=redeliver,
+            concurrent=concurrent,
+            deterministic=deterministic,
+            sampling=sampling,
+        )
+    )
     return Case(config=config, program=program)
 
 
@@ -558,4 +693,9 @@ def deterministic_cases() -> st.SearchStrategy[Case]:
     """Cases whose exported records do not depend on scheduling: lossless, no redelivery (how
     many duplicates a redelivered batch makes depends on how the records were batched), and no
     exit while producers still run."""
-    return cases(lossless=True, redeliver=False, mid_program_exit=False)
+    return cases(lossless=True, redeliver=False, mid_program_exit=False, deterministic=True)
+
+
+def sampling_cases() -> st.SearchStrategy[Case]:
+    """Cases that draw head samplers and tail stages often."""
+    return cases(sampling=True)

@@ -20,6 +20,7 @@ import spanlane.exporters
 import spanlane.httpx
 import spanlane.otel
 import spanlane.propagation
+import spanlane.sampling
 import spanlane.testing
 from spanlane._version import __version__
 
@@ -33,6 +34,7 @@ PUBLIC_MODULES = [
     spanlane.propagation,
     spanlane.httpx,
     spanlane.otel,
+    spanlane.sampling,
 ]
 
 #: The top-level names issue 2 asks for.

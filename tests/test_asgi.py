@@ -214,6 +214,36 @@ async def test_outbound_call_is_a_client_child_continued_downstream(
     assert seen["parent_span_id"] == f"{client_span.span_id:016x}"
 
 
+@pytest.mark.anyio
+async def test_an_unsampled_caller_is_honoured_across_both_apps(
+    downstream: tuple[Traced, str], backend: str
+) -> None:
+    down, down_url = downstream
+    front = Traced(frontend_app(down_url))
+    async with serve_hypercorn(front.app, backend) as url, httpx.AsyncClient() as client:
+        response = await client.get(
+            f"{url}/order/apple", headers={"traceparent": TRACEPARENT[:-2] + "00"}
+        )
+        assert response.status_code == 200
+        tracers = [front.lifespan.tracer, down.lifespan.tracer]
+        assert all(tracer is not None for tracer in tracers)
+        # Sampled out when they started: the server and client spans of the frontend, the
+        # server span and "check stock" of the downstream.
+        front_stats, down_stats = (tracer.stats() for tracer in tracers if tracer is not None)
+        for tracer in tracers:
+            assert tracer is not None
+            await tracer.flush()
+    seen = response.json()["downstream"]
+    assert seen["trace_id"] == f"{TRACE_ID:032x}"
+    assert seen["sampled"] is False  # the frontend's CLIENT span sent "-00"
+    assert seen["parent_span_id"] != f"{SPAN_ID:016x}"  # it names that span, not the caller
+    assert front_stats.spans_sampled_out == 2
+    assert down_stats.spans_sampled_out == 2
+    assert front.exporter.records == []
+    assert down.exporter.records == []
+    assert front_stats.spans_started == down_stats.spans_started == 0
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 

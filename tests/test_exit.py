@@ -7,6 +7,7 @@ the accounting says what happened. The exit time itself is measured in ``benchma
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import signal
 import threading
@@ -18,6 +19,7 @@ import pytest
 
 import spanlane
 from spanlane import DropReason, SpanRecord, Tracer, open_tracer
+from spanlane._runtime import absorb_loop_cancellation
 from spanlane.exporters import BaseExporter, MemoryExporter
 from spanlane.testing import Fault, FaultyExporter
 
@@ -85,6 +87,23 @@ def test_a_tracer_never_exited_is_drained_when_the_loop_ends(backend: str) -> No
     assert lane.offered == 2
     assert lane.exported + lane.dropped_total == 2
     assert exporter.closed
+
+
+def test_a_scope_cancellation_is_never_taken_for_the_loops_teardown() -> None:
+    """asyncio only: the native ``Task.cancel()`` that a worker absorbs at the loop's end has no
+    trio counterpart. anyio cancels a scope with ``Task.cancel()`` too; a worker that absorbed
+    that would have it delivered again at every await, and spin instead of finishing."""
+
+    async def main() -> bool:
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            try:
+                await anyio.sleep(1)
+            except asyncio.CancelledError:
+                return absorb_loop_cancellation()
+        raise AssertionError("the cancelled scope did not cancel")
+
+    assert anyio.run(main, backend="asyncio") is False
 
 
 @pytest.mark.parametrize("backend", _backends())

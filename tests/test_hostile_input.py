@@ -34,6 +34,7 @@ from spanlane import (
 from spanlane._span import MAX_TIME_NS
 from spanlane.exporters import ConsoleExporter, JSONLinesExporter, MemoryExporter
 from spanlane.exporters._otlp_encode import JSON, PROTOBUF, encode_batch
+from spanlane.sampling import ALWAYS_ON
 from spanlane.testing import capture_spans
 
 pytestmark = pytest.mark.anyio
@@ -434,7 +435,11 @@ async def test_span_context_validity_and_sampling() -> None:
 @pytest.mark.parametrize("flags", [0x00, 0x01, 0x03], ids=["00", "01", "03"])
 async def test_records_carry_trace_flags_and_encoders_write_them(flags: int) -> None:
     parent = SpanContext(0x1234, 0x5678, trace_flags=flags, is_remote=True)
-    record, _ = await _one(parent=parent)
+    # ALWAYS_ON records the child of an unsampled parent too (the default would not).
+    async with capture_spans(sampler=ALWAYS_ON) as captured:
+        with captured.tracer.span("x", parent=parent):
+            pass
+        (record,) = await captured.flush()
     assert record.trace_flags == flags | 0x01  # recorded, so sampled
     assert record.context.trace_flags == record.trace_flags
     encoded = await encode_batch([record], PROTOBUF, 1 << 20, gzip=False)

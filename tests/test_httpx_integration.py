@@ -15,6 +15,7 @@ from spanlane import SpanKind, StatusCode, open_tracer
 from spanlane.asgi import Receive, Scope, Send
 from spanlane.exporters import MemoryExporter
 from spanlane.httpx import TracingTransport, url_full
+from spanlane.sampling import ALWAYS_OFF
 from spanlane.testing import capture_spans
 
 pytestmark = pytest.mark.anyio
@@ -69,6 +70,24 @@ async def test_trace_state_travels_with_the_request(server: str) -> None:
             await client.send(request)
     assert request.headers["tracestate"] == "vendor=opaque"
     assert request.headers["traceparent"].startswith(f"00-{0xABC:032x}-")
+
+
+async def test_an_unsampled_request_carries_its_decision_downstream(server: str) -> None:
+    async with capture_spans(sampler=ALWAYS_OFF) as captured, traced_client() as client:
+        with captured.tracer.span("handler") as handler:
+            request = client.build_request("GET", f"{server}/stock/fig")
+            seen = (await client.send(request)).json()
+        assert await captured.flush() == []
+        stats = captured.tracer.stats()
+    # The CLIENT span is real but not sampled: it has its own id, and the header says "-00".
+    traceparent = request.headers["traceparent"]
+    assert traceparent.startswith(f"00-{handler.context.trace_id:032x}-")
+    assert traceparent.endswith("-00")
+    assert seen["trace_id"] == f"{handler.context.trace_id:032x}"
+    assert seen["parent_span_id"] != f"{handler.context.span_id:016x}"
+    assert seen["sampled"] is False
+    assert stats.spans_sampled_out == 2
+    assert stats.lanes[0].offered == 0
 
 
 @pytest.mark.parametrize(("status", "error"), [(503, True), (404, True), (302, False)])

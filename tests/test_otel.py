@@ -429,3 +429,18 @@ async def test_the_provider_resource_with_no_tracer_open_comes_from_the_environm
 ) -> None:
     monkeypatch.setenv("OTEL_SERVICE_NAME", "from-the-environment")
     assert PROVIDER.resource.service_name == "from-the-environment"
+
+
+async def test_an_unsampled_remote_parent_is_honoured(captured: CapturedSpans) -> None:
+    remote = propagate.extract({"traceparent": REMOTE[:-2] + "00"})
+    with OTEL.start_as_current_span("server", context=remote) as server:
+        assert not server.is_recording()
+        assert not server.get_span_context().trace_flags.sampled
+        with captured.tracer.span("native child") as child:
+            assert not child.is_recording
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+    assert carrier["traceparent"].endswith("-00")
+    assert carrier["traceparent"].split("-")[1] == REMOTE.split("-")[1]
+    assert await captured.flush() == []
+    assert captured.tracer.stats().spans_sampled_out == 2

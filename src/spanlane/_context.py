@@ -42,6 +42,11 @@ get_carried = _carried.get
 use_carried = _carried.set
 
 
+#: ``ContextVar.reset`` of the current span, for hot paths that catch its ValueError themselves
+#: (see :func:`reset_span`).
+reset_current = _current_span.reset
+
+
 def reset_span(token: SpanToken) -> None:
     """Undo :func:`use_span`; a token from another context is ignored.
 
@@ -70,13 +75,16 @@ def reset_tracer(token: TracerToken) -> None:
         pass
 
 
-def suppress() -> None:
+def suppress(marker: Span) -> None:
     """Mark the current context as telemetry's own: spans started in it do not record.
 
     Called once at the top of the tracer's service task, whose context the drain workers and
     every exporter call inherit (including the threads ``anyio.to_thread`` starts from them).
+    ``marker`` (the shared invalid span) becomes the current span there: a tracer tells a
+    suppressed context by it, with the one lookup of the current span it makes anyway.
     """
     _suppressed.set(True)
+    _current_span.set(marker)
 
 
 def current_tracer() -> Tracer | None:

@@ -112,9 +112,10 @@ class Flight:
         starts: span ids of the start records it holds (tracked for the start-before-end
             barrier only).
         settled: True once its records are counted exported or dropped.
+        export: the coroutine of its export task (see :meth:`Lane._dispatch`).
     """
 
-    __slots__ = ("first", "items", "nbytes", "seq", "settled", "starts")
+    __slots__ = ("export", "first", "items", "nbytes", "seq", "settled", "starts")
 
     def __init__(self, seq: int, first: int, items: list[Any], nbytes: int) -> None:
         self.seq = seq
@@ -123,6 +124,7 @@ class Flight:
         self.nbytes = nbytes
         self.starts: tuple[int, ...] = ()
         self.settled = False
+        self.export: Coroutine[Any, Any, None] | None = None
 
     @property
     def count(self) -> int:
@@ -620,8 +622,16 @@ class Lane:
             for span_id in starts:
                 self._start_owner[span_id] = flight.seq
         self._flights[flight.seq] = flight
+        if anyio.current_effective_deadline() == -math.inf:
+            # Cancelled while this task was already on its way here: a task started now would
+            # be cancelled before its first step and never settle its batch. The flight stays
+            # unsettled; the next checkpoint raises and the leftovers count it.
+            return
         assert self._flight_group is not None
-        self._flight_group.start_soon(self._fly_call, flight, name=f"spanlane export {self.name}")
+        # The coroutine is kept: a task cancelled before its first step never awaits it, and
+        # the leftovers close it (else Python warns that it was never awaited).
+        flight.export = self._fly_call(flight)
+        self._flight_group.start_soon(_given, flight.export, name=f"spanlane export {self.name}")
 
     # --- exports -----------------------------------------------------------------------------
 
@@ -794,6 +804,8 @@ class Lane:
     def _settle_leftovers(self) -> None:
         """Count what the lane still holds, in flight and queued, as lost to shutdown."""
         for flight in list(self._flights.values()):
+            if flight.export is not None:
+                flight.export.close()  # the export tasks are over: this one never started
             self._settle(flight, DropReason.SHUTDOWN_TIMEOUT, "drain_timeout expired")
         forming = len(self._forming)
         if forming:
@@ -881,3 +893,8 @@ def _undelivered(result: object, count: int) -> tuple[int, int]:
     rejected = min(max(rejected, 0), count) if type(rejected) is int else 0
     unencodable = min(max(unencodable, 0), count - rejected) if type(unencodable) is int else 0
     return rejected, unencodable
+
+
+def _given(coroutine: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+    """Hand an already created coroutine to ``start_soon`` (which calls what it is given)."""
+    return coroutine

@@ -98,7 +98,8 @@ class RuntimeContext(_RuntimeContext):
         carried = get_carried()
         base = carried if type(carried) is Context else _EMPTY
         span = get_span()
-        if span is None:
+        if span is None or is_suppressed():
+            # In telemetry's own code the current span is spanlane's shared invalid span.
             if is_suppressed():
                 return late.suppressed if not base else Context({**base, **late.suppressed})
             if key in base:

@@ -11,12 +11,18 @@ build new ones with ``attrs.evolve``), or drop them. The lanes are the last stag
 
 A processor that raises loses the record it was given (counted in ``Stats.processor_errors``
 and logged, rate-limited): a failing redaction step must not let unredacted data through.
+
+A stage that needs time of its own (tail sampling judges traces whose root never ends) overrides
+:meth:`SpanProcessor.run`: the tracer runs it as a task beside the drain workers, in telemetry's
+own context, and cancels it before :meth:`SpanProcessor.shutdown`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Protocol
+
+import anyio
 
 from ._records import SpanRecord
 from ._runtime import is_cancellation
@@ -33,6 +39,9 @@ class Stage(Protocol):
     def on_end(self, record: SpanRecord) -> None:
         """Take a finished span's record."""
 
+    async def wait_for_room(self, deadline: float) -> None:
+        """Wait until the next :meth:`on_end` would not find a lane full, or ``deadline``."""
+
 
 class SpanProcessor:
     """Base class for a stage between the tracer and its lanes; pass instances as
@@ -45,9 +54,12 @@ class SpanProcessor:
     Attributes:
         wants_starts: receive start notifications (only then does the tracer build them for
             this stage; the lanes after it get the ones it forwards).
+        forwards_starts: False for a stage that never hands start notifications on (tail
+            sampling); the tracer then builds none for the stages and lanes after it.
     """
 
     wants_starts: bool = False
+    forwards_starts: bool = True
 
     def __init__(self) -> None:
         self._next: Stage | None = None
@@ -71,6 +83,13 @@ class SpanProcessor:
         if self._next is not None:
             self._next.on_end(record)
 
+    async def forward_end_waiting(self, record: SpanRecord, deadline: float) -> None:
+        """Hand an end record on, first waiting until ``deadline`` (anyio clock) for room when
+        the next stage is the lanes; for :meth:`shutdown`, which may hand on many at once."""
+        if self._next is not None:
+            await self._next.wait_for_room(deadline)
+            self._next.on_end(record)
+
     def on_start(self, record: SpanRecord) -> None:
         """A span started (only called when :attr:`wants_starts`); forwards by default."""
         self.forward_start(record)
@@ -79,11 +98,23 @@ class SpanProcessor:
         """A span ended; forwards by default."""
         self.forward_end(record)
 
+    async def run(self) -> None:
+        """Background work, if the stage needs any; the default has none (and no task).
+
+        Started when the tracer opens, in telemetry's own context (spans started there do not
+        record), on the event loop; cancelled before :meth:`shutdown`. An exception it raises
+        is logged and counted in ``Stats.processor_errors``; it is not restarted.
+        """
+
     async def shutdown(self, deadline: float) -> None:
         """The tracer is closing: hand on what is held, before ``deadline`` (anyio clock)."""
 
     def pending(self) -> int:
         """Records this stage holds and has not handed on or discarded (for ``Stats``)."""
+        return 0
+
+    def sampled_out(self) -> int:
+        """Records this stage discarded by a sampling decision (for ``Stats``)."""
         return 0
 
 
@@ -111,6 +142,17 @@ class Fanout:
     def on_end(self, record: SpanRecord) -> None:
         for lane in self._lanes:
             lane.offer_nowait(record)
+
+    async def wait_for_room(self, deadline: float) -> None:
+        """Wait until every lane has room at the same moment, or ``deadline`` (anyio clock).
+
+        Returns at once, without a checkpoint, when they have.
+        """
+        while True:
+            full = [lane for lane in self._lanes if lane.full]
+            if not full or anyio.current_time() >= deadline:
+                return
+            await full[0].wait_for_room(deadline)
 
 
 class Guarded:
@@ -148,8 +190,16 @@ class Guarded:
                 raise
             self._failed(self._processor, exc)
 
+    async def wait_for_room(self, deadline: float) -> None:
+        """Returns at once: a processor may hold or drop what it is given."""
+
 
 class _Lane(Protocol):
     wants_starts: bool
 
+    @property
+    def full(self) -> bool: ...
+
     def offer_nowait(self, record: SpanRecord) -> bool: ...
+
+    async def wait_for_room(self, deadline: float) -> None: ...

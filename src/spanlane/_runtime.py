@@ -92,12 +92,18 @@ def absorb_loop_cancellation() -> bool:
     carries on: the tracer's shutdown, which has its own deadline, decides when it stops.
     ``uncancel()`` keeps the task's cancellation count right, so that anyio's own scopes in
     the task still work. Always False on trio, whose cancellation is scope-based only.
+
+    A cancellation that an enclosing anyio scope delivers (anyio also uses ``Task.cancel()``
+    on asyncio) is never absorbed: the scope would deliver it again at every await, and a
+    worker that kept absorbing it would spin at teardown instead of finishing.
     """
     if _trio() is not None:
         return False
     task = asyncio.current_task()
     if task is None:
         return False
+    if anyio.current_effective_deadline() <= anyio.current_time():
+        return False  # an enclosing scope is cancelled (-inf) or past its deadline
     uncancel = getattr(task, "uncancel", None)
     if uncancel is None:  # pragma: no cover - Python 3.10 counts nothing
         return True

@@ -17,19 +17,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
+from threading import Lock
 from time import time_ns
 from time import time_ns as _clock_ns  # add_event's time_ns parameter hides the name
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from weakref import ref as _ref
 
 from ._attributes import SpanLimits, coerce_attributes, coerce_value, freeze
-from ._context import get_span, reset_span, use_span
+from ._context import get_span, reset_current, reset_span, use_span
+from ._ids import new_span_id, new_trace_id
 from ._records import (
     CANCELLED_ATTRIBUTE,
     DEFAULT_SCOPE,
     EMPTY_ATTRIBUTES,
     EMPTY_RESOURCE,
+    NOT_SAMPLED,
     RECORD_FIELDS,
     SAMPLED_FLAG,
     UNFINISHED_ATTRIBUTE,
@@ -46,6 +49,7 @@ from ._records import (
     StatusCode,
     _RecordBuilder,
     clean_flags,
+    new_context,
     new_record,
 )
 from ._runtime import is_cancellation
@@ -60,6 +64,7 @@ __all__ = [
     "NonRecordingSpan",
     "Span",
     "SpanSink",
+    "Unsampled",
     "abandon",
     "clamp_time",
     "companion",
@@ -218,14 +223,18 @@ class Span:
         context = self._context
         if context is None:
             rec = self._rec
-            context = self._context = SpanContext(
+            context = self._context = new_context(
                 rec.trace_id, rec.span_id, rec.trace_flags, rec.trace_state
             )
         return context
 
     @property
     def is_recording(self) -> bool:
-        """True until the span has ended; setters are no-ops afterwards."""
+        """True until the span has ended; setters are no-ops afterwards.
+
+        Always False for a :class:`NonRecordingSpan`, which includes the spans the sampler did
+        not sample: code that computes an expensive attribute can check this first.
+        """
         return self._sink is not None and self._rec.end_time_ns is None
 
     @property
@@ -542,7 +551,10 @@ class Span:
                 self._leave()
             else:
                 self._token = None
-                reset_span(token)  # type: ignore[arg-type]
+                try:
+                    reset_current(token)  # type: ignore[arg-type]
+                except ValueError:  # entered in another context (see reset_span)
+                    pass
         if exc is not None:
             note_exception(self, exc)
         sink = self._sink
@@ -581,50 +593,239 @@ class NonRecordingSpan(Span):
     """A span that records nothing but carries a context.
 
     It is what :func:`current_span` returns outside any span, what :func:`spanlane.span` returns
-    without a tracer, and what a tracer returns where it does not record (telemetry's own code,
-    a tracer that was never entered). It can be a parent: ``parent=NonRecordingSpan(remote)``
-    continues the remote trace. Entering one with a valid context makes it the current span;
-    every setter is a cheap no-op.
+    without a tracer, what a tracer returns where it does not record (telemetry's own code, a
+    tracer that was never entered), and what it returns for a span the sampler did not sample
+    (see :mod:`spanlane.sampling`). It can be a parent: ``parent=NonRecordingSpan(remote)``
+    continues the remote trace, and the children of an unsampled span continue its trace (and,
+    through :class:`~spanlane.sampling.ParentBased`, its decision). Entering one with a valid
+    context makes it the current span; every other method is a cheap no-op, and it keeps no
+    name, attributes or times (``name`` is ``""``, ``start_time_ns`` is 0).
+
+    Attributes:
+        parent: the parent's context for a span the sampler did not sample, else None.
     """
 
+    # Only _context, _token and parent are used; _sink is None and, while _context is None (an
+    # unsampled span), _rec holds its trace id (0 for a root whose id is not made yet) until
+    # someone asks for the context: one that is never a parent nor propagated never builds one.
     __slots__ = ()
 
     def __init__(self, context: SpanContext) -> None:
-        super().__init__(
-            None,
-            "",
-            context.trace_id,
-            context.span_id,
-            context.trace_state,
-            None,
-            SpanKind.INTERNAL,
-            0,
-            None,
-            0,
-            (),
-            0,
-            context.trace_flags,
-        )
+        self._sink = None
+        self._rec = None
         self._context = context
+        self._token = None
+        self.parent = None
+
+    def __repr__(self) -> str:
+        context = self.context
+        return (
+            f"<NonRecordingSpan trace={_hex(context.trace_id, 32)} "
+            f"span={_hex(context.span_id, 16)} flags={_hex(context.trace_flags, 2)}>"
+        )
+
+    @property
+    def name(self) -> str:
+        """Always ``""``: a non-recording span keeps no name."""
+        return ""
+
+    @property
+    def kind(self) -> SpanKind:
+        """Always ``INTERNAL``."""
+        return SpanKind.INTERNAL
 
     @property
     def context(self) -> SpanContext:
         """The context this span carries."""
-        return self._context  # type: ignore[return-value]
+        context = self._context
+        if context is None:
+            with _IDS_LOCK:
+                context = self._context
+                if context is None:
+                    # An unsampled span: its ids are made now, when first observed; random ids
+                    # made later are as unique as ids made at the start, and cost nothing until
+                    # something (a child, propagation.inject) looks.
+                    context = self._context = _unsampled_context(self._rec, self.parent)
+        return context
+
+    @property
+    def is_recording(self) -> bool:
+        """Always False."""
+        return False
+
+    @property
+    def start_time_ns(self) -> int:
+        """Always 0: a non-recording span keeps no times."""
+        return 0
+
+    @property
+    def end_time_ns(self) -> int | None:
+        """Always None."""
+        return None
+
+    @property
+    def attributes(self) -> Mapping[str, AttributeValue]:
+        """Always empty."""
+        return EMPTY_ATTRIBUTES
+
+    @property
+    def status(self) -> Status:
+        """Always unset."""
+        return UNSET_STATUS
+
+    @property
+    def record(self) -> SpanRecord | None:
+        """Always None: nothing is recorded."""
+        return None
+
+    # The setters and end() do nothing, without looking at their arguments.
+
+    def update_name(self, name: str) -> None:
+        """Do nothing."""
+
+    def set_attribute(self, key: str, value: object) -> None:
+        """Do nothing."""
+
+    def set_attributes(self, attributes: Mapping[str, object]) -> None:
+        """Do nothing."""
+
+    def add_event(
+        self,
+        name: str,
+        attributes: Mapping[str, object] | None = None,
+        *,
+        time_ns: int | None = None,
+    ) -> None:
+        """Do nothing."""
+
+    def record_exception(
+        self,
+        exc: BaseException,
+        attributes: Mapping[str, object] | None = None,
+        *,
+        time_ns: int | None = None,
+    ) -> None:
+        """Do nothing."""
+
+    def set_status(self, code: StatusCode | Status, description: str | None = None) -> None:
+        """Do nothing."""
+
+    def end(self, end_time_ns: int | None = None) -> None:
+        """Do nothing (a non-recording span has nothing to hand on)."""
+
+    async def aend(self, end_time_ns: int | None = None) -> None:
+        """Do nothing."""
+
+    def _mark(self, key: str) -> None:
+        pass
 
     def __enter__(self) -> Self:
         if self is INVALID_SPAN:  # shared by every caller: no state may be kept on it
             return self
-        return super().__enter__()
+        token = use_span(self)
+        held = self._token
+        if held is None:
+            self._token = token
+        elif type(held) is list:
+            held.append(token)
+        else:
+            self._token = [held, token]  # type: ignore[list-item]
+        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._leave()
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is None:
+            return
+        if type(token) is list:
+            self._leave()
+        else:
+            self._token = None
+            reset_span(token)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._leave()
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def _hex(value: object, digits: int) -> str:
+    return f"{value:0{digits}x}" if type(value) is int and value >= 0 else repr(value)
+
+
+class Unsampled(NonRecordingSpan):
+    """A span the sampler did not sample: a NonRecordingSpan built as cheaply as CPython can.
+
+    No Python ``__init__`` (``object.__init__`` makes the class call run no Python frame):
+    :meth:`Tracer.span` stores the five slots itself: ``_sink`` None, ``_context`` None,
+    ``_token`` None, ``parent`` the parent's context, ``_rec`` the trace id (0 for a root under
+    ``ALWAYS_OFF``). Its ids are made the first time someone asks for its context (a child,
+    ``propagation.inject``); most unsampled spans never need them.
+    """
+
+    __slots__ = ()
+    __init__ = object.__init__
+
+    # Never INVALID_SPAN, so no identity test; the token handling of Span, inlined.
+    def __enter__(self) -> Self:
+        token = use_span(self)
+        held = self._token
+        if held is None:
+            self._token = token
+        elif type(held) is list:
+            held.append(token)
+        else:
+            self._token = [held, token]  # type: ignore[list-item]
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        token = self._token
+        if token is None:
+            return
+        if type(token) is list:
+            self._leave()
+            return
+        self._token = None
+        try:
+            reset_current(token)  # type: ignore[arg-type]
+        except ValueError:  # entered in another context: leave that one alone
+            pass
+
+
+def _unsampled_context(trace_id: int, parent: SpanContext | None) -> SpanContext:
+    """The context of an unsampled span: its parent's trace, flags without "sampled" (W3C level
+    2's "random trace id" and any other bit describe the trace, and are kept) and state; a new
+    span id (and, for a root nobody asked a sampler about, a new trace id)."""
+    if parent is None:
+        return new_context(trace_id or new_trace_id(), new_span_id(), 0, "")
+    flags = parent.trace_flags
+    state = parent.trace_state
+    return new_context(
+        trace_id,
+        new_span_id(),
+        flags & NOT_SAMPLED if type(flags) is int else 0,
+        state if type(state) is str else "",
+    )
+
+
+# Orders the first look at an unsampled span's context between threads, so that all of them see
+# the same ids (which are made at that moment).
+_IDS_LOCK = Lock()
 
 
 INVALID_CONTEXT = SpanContext(trace_id=0, span_id=0, trace_flags=0)
@@ -649,6 +850,8 @@ def parent_context(parent: object) -> SpanContext | None:
     Raises:
         TypeError: ``parent`` is neither a Span, a SpanContext nor None.
     """
+    if type(parent) is Span or type(parent) is Unsampled:
+        return cast(Span, parent).context  # made by a tracer: always valid
     if isinstance(parent, Span):
         context = parent.context
     elif isinstance(parent, SpanContext):
@@ -662,6 +865,8 @@ def parent_context(parent: object) -> SpanContext | None:
 
 def resource_of(span: Span) -> Resource:
     """The resource a span's record carries (an empty one for a span that records nothing)."""
+    if isinstance(span, NonRecordingSpan):
+        return EMPTY_RESOURCE
     resource: Resource = span._rec.resource
     return resource
 
@@ -669,7 +874,8 @@ def resource_of(span: Span) -> Resource:
 def companion(span: Span) -> object:
     """The object another tracing API keeps for ``span`` (the OpenTelemetry bridge's view of
     it), or None."""
-    return span._companion
+    # An unsampled span is built without __init__ and may not have the slot set.
+    return getattr(span, "_companion", None)
 
 
 def set_companion(span: Span, value: object) -> None:

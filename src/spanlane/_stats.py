@@ -103,6 +103,13 @@ class LaneStats:
 class Stats:
     """A snapshot of a tracer's counters; valid during and after the tracer's lifetime.
 
+    Only *recording* spans are counted as started and ended: a span the sampler did not sample
+    is counted in ``spans_sampled_out`` when it starts, and nowhere else. Every recording span
+    that has ended is, at every moment, exactly one of: offered to the lanes (and there exported,
+    queued, in flight or dropped with a reason), discarded by the tail stage
+    (``spans_sampled_out_tail``), held by it (``spans_pending_tail``), lost to a processor that
+    raised (``processor_errors``), or waiting in the thread ``inbox``.
+
     Attributes:
         spans_started: recording spans started.
         spans_ended: recording spans ended, including those ended as unfinished at shutdown
@@ -114,6 +121,15 @@ class Stats:
             not a ``StatusCode``, a timestamp that is not an int or is out of range, ...);
             each is also logged, rate-limited.
         processor_errors: records lost because a processor raised.
+        spans_sampled_out: spans not exported because of a sampling decision: spans the head
+            sampler did not sample (counted when they start; they never become records), plus
+            ``spans_sampled_out_tail``.
+        spans_sampled_out_tail: records of ended spans that tail sampling discarded because
+            their trace was not kept.
+        spans_pending_tail: records of ended spans held by tail sampling, waiting for their
+            trace's decision.
+        sampler_errors: calls to the head sampler that raised (each span counted as not
+            sampled); logged, rate-limited.
     """
 
     spans_started: int
@@ -122,6 +138,10 @@ class Stats:
     inbox: int = 0
     ignored_calls: int = 0
     processor_errors: int = 0
+    spans_sampled_out: int = 0
+    spans_sampled_out_tail: int = 0
+    spans_pending_tail: int = 0
+    sampler_errors: int = 0
 
     @property
     def dropped(self) -> Mapping[DropReason, int]:
@@ -135,9 +155,12 @@ class Stats:
     def __str__(self) -> str:
         lines = [
             f"spans started {self.spans_started}, ended {self.spans_ended}"
+            + (f", {self.spans_sampled_out} sampled out" if self.spans_sampled_out else "")
+            + (f", {self.spans_pending_tail} pending tail" if self.spans_pending_tail else "")
             + (f", {self.inbox} in the thread inbox" if self.inbox else "")
             + (f", {self.ignored_calls} ignored call(s)" if self.ignored_calls else "")
             + (f", {self.processor_errors} processor error(s)" if self.processor_errors else "")
+            + (f", {self.sampler_errors} sampler error(s)" if self.sampler_errors else "")
         ]
         lines.extend(f"  {lane}" for lane in self.lanes)
         return "\n".join(lines)

@@ -14,7 +14,8 @@ of an enclosing scope) asks the service to shut down and waits for it, shielded,
 1. spans still open are ended with ``spanlane.unfinished = True`` and offered; past the drain
    deadline, those left are counted ``SHUTDOWN_TIMEOUT`` without being built;
 2. the last records from other threads are taken; later ones are counted ``CLOSED`` at once;
-3. the processors hand on what they hold;
+3. the processors' background work stops, and they hand on what they hold (the tail-sampling
+   stage judges its pending traces);
 4. the lanes stop accepting records and drain what they hold, until the deadline;
 5. workers still busy at the deadline are cancelled, and what they held is counted as
    ``SHUTDOWN_TIMEOUT``; every exporter's ``aclose()`` runs, with a grace of its own;
@@ -26,6 +27,7 @@ cancelled at once (what they held is counted) and the ``KeyboardInterrupt`` prop
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,7 +43,6 @@ from ._attributes import SpanLimits, coerce_attributes
 from ._context import (
     get_span,
     get_tracer,
-    is_suppressed,
     reset_tracer,
     suppress,
     tracer_closed,
@@ -76,9 +77,19 @@ from ._runtime import (
     spawn_service,
 )
 from ._safe import safe_repr
+from ._sampling import (
+    HEAD_ALL,
+    HEAD_FOLLOW,
+    HEAD_NONE,
+    Sampler,
+    check_sampler,
+    head_mode,
+    sampler_from_environment,
+)
 from ._span import (
     INVALID_SPAN,
     Span,
+    Unsampled,
     abandon,
     clamp_time,
     make_links,
@@ -87,6 +98,7 @@ from ._span import (
     start_record,
 )
 from ._stats import DropReason, FlushReport, Stats
+from ._tail import TailSampling
 from .exporters._base import describe
 
 __all__ = ["EXIT_MARGIN", "Tracer", "lanes_of", "open_tracer", "span"]
@@ -131,6 +143,8 @@ class Tracer:
         limits: SpanLimits | None = None,
         scope: InstrumentationScope = DEFAULT_SCOPE,
         processors: Iterable[SpanProcessor] = (),
+        sampler: Sampler | None = None,
+        tail: TailSampling | None = None,
     ) -> None:
         if not exporters:
             raise ValueError("exporters: at least one exporter is required")
@@ -167,17 +181,40 @@ class Tracer:
         self._lanes = tuple(lanes)
         self._wait_lanes = tuple(lane for lane in lanes if lane.options.on_full == "wait")
 
-        self._processors: tuple[SpanProcessor, ...] = tuple(processors)
-        for processor in self._processors:
+        self._sampler: Sampler = (
+            sampler_from_environment() if sampler is None else check_sampler("sampler", sampler)
+        )
+        # HEAD_ALL records everything, HEAD_NONE nothing, HEAD_FOLLOW roots and children as
+        # their parent (the default sampler); only HEAD_CALL costs a call per span.
+        self._head = head_mode(self._sampler)
+
+        processors = tuple(processors)
+        for processor in processors:
             if not isinstance(processor, SpanProcessor):
                 raise TypeError(f"processors: {processor!r} is not a spanlane.SpanProcessor")
+        if tail is not None:
+            if not isinstance(tail, TailSampling):
+                raise TypeError(f"tail must be a spanlane.sampling.TailSampling, got {tail!r}")
+            if any(processor is tail for processor in processors):
+                raise ValueError("tail: this TailSampling is also given in processors")
+            # Last, next to the lanes: the stages before it see every recorded span (a span
+            # metrics bridge counts the traces the tail stage discards), and it holds records
+            # after any redaction.
+            processors += (tail,)
+        self._processors: tuple[SpanProcessor, ...] = processors
+        self._tail = tail
         fanout = Fanout(self._lanes)
         stage: Stage = fanout
         wants_starts = fanout.wants_starts
         for processor in reversed(self._processors):
             processor.connect(stage)
             stage = Guarded(processor, self._processor_failed)
-            wants_starts = wants_starts or processor.wants_starts
+            wants_starts = (wants_starts and processor.forwards_starts) or processor.wants_starts
+        self._runners = tuple(
+            processor
+            for processor in self._processors
+            if type(processor).run is not SpanProcessor.run
+        )
         # The hot path calls these directly. With no processors and one lane they are that
         # lane's own methods: one call less per span (about 5% of a span's cost).
         self._on_end: Callable[[SpanRecord], object]
@@ -198,6 +235,15 @@ class Tracer:
         self._spans_ended = 0
         self._ignored = 0
         self._processor_errors = 0
+        # Unsampled spans, counted from any thread without a lock: next() on an
+        # itertools.count is one C call, atomic under the GIL. It is read by taking a number too
+        # (under the lock, see _unsampled_count), so the reads are subtracted.
+        self._unsampled_counter = itertools.count()
+        self._count_unsampled = self._unsampled_counter.__next__
+        self._unsampled_reads = 0
+        self._sampler_errors = 0
+        self._runner_scope: anyio.CancelScope | None = None
+        self._runners_done: anyio.Event | None = None
         self._state: _State = "new"
         # True while the loop thread may hand records on without the inbox lock: the tracer is
         # open and still taking records from other threads.
@@ -247,8 +293,10 @@ class Tracer:
                 OpenTelemetry bridge passes the scope of the OpenTelemetry tracer).
 
         Returns:
-            The started :class:`Span`; a non-recording span when the tracer was never entered,
-            and inside telemetry's own code (an exporter's ``export()``).
+            The started :class:`Span`. A :class:`NonRecordingSpan` when the sampler did not
+            sample it (a real span with its own context, flags without "sampled", that becomes
+            the current span and parents its children, but records nothing), when the tracer
+            was never entered, and inside telemetry's own code (an exporter's ``export()``).
 
         Raises:
             TypeError: ``name`` is not a str, or ``parent`` is neither a Span, a SpanContext
@@ -258,11 +306,49 @@ class Tracer:
             raise TypeError(f"span name must be a str, got {type(name).__name__}")
         if parent is None:
             parent = get_span()
-            if parent is None and is_suppressed():
+            if parent is INVALID_SPAN:  # current only in telemetry's own code: see suppress()
                 return INVALID_SPAN
-        context = None if parent is None else parent_context(parent)
+        if parent is None:
+            context = None
+        elif type(parent) is Span or type(parent) is Unsampled:
+            # A tracer's span: its context is valid (and, once made, cached in _context).
+            context = parent._context or parent.context  # type: ignore[union-attr]
+        else:
+            context = parent_context(parent)
         if self._state == "new":
             return self._not_entered()
+        head = self._head
+        if context is not None:
+            trace_id = context.trace_id
+        elif head == HEAD_NONE:
+            trace_id = 0  # an unsampled root makes its trace id when asked for its context
+        else:
+            trace_id = _getrandbits(128) or new_trace_id()
+        if head != HEAD_ALL:
+            if head == HEAD_FOLLOW:  # the default sampler: a root is sampled, a child follows
+                if context is None:
+                    sampled = True
+                else:
+                    flags = context.trace_flags
+                    sampled = type(flags) is int and flags & SAMPLED_FLAG != 0
+            elif head == HEAD_NONE:
+                sampled = False
+            else:
+                if type(kind) is not SpanKind:
+                    kind = self._kind(kind)
+                sampled = self._sample(trace_id, context, name, kind, attributes)
+            if not sampled:
+                self._count_unsampled()  # one atomic C call, from any thread
+                # Built in place, without a call: an unsampled span must cost a fraction of a
+                # recorded one. Its context is derived from these when first asked for (see
+                # Unsampled).
+                unsampled: Span = Unsampled()
+                unsampled._sink = None
+                unsampled._context = None
+                unsampled._token = None
+                unsampled.parent = context
+                unsampled._rec = trace_id
+                return unsampled
         limits = self.limits
         if attributes is None:
             kept: dict[str, AttributeValue] | None = None
@@ -276,6 +362,7 @@ class Tracer:
             dropped_links = 0
         else:
             link_tuple, dropped_links = make_links(links, limits)
+        # An unsampled span ignores its kind, as it ignores its other arguments.
         if type(kind) is not SpanKind:
             kind = self._kind(kind)
         if scope is not None and type(scope) is not InstrumentationScope:
@@ -289,7 +376,7 @@ class Tracer:
             span = Span(
                 self,
                 name,
-                _getrandbits(128) or new_trace_id(),
+                trace_id,
                 _getrandbits(64) or new_span_id(),
                 "",
                 None,
@@ -306,7 +393,7 @@ class Tracer:
             span = Span(
                 self,
                 name,
-                context.trace_id,
+                trace_id,
                 _getrandbits(64) or new_span_id(),
                 state if type(state) is str else "",
                 context,
@@ -370,6 +457,43 @@ class Tracer:
             with self._inbox.lock:
                 self._inbox.started += 1
         self.deliver(record)
+
+    def _sample(
+        self,
+        trace_id: int,
+        context: SpanContext | None,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, object] | None,
+    ) -> bool:
+        """Ask the sampler; one that raises (anything but cancellation) means "not sampled"."""
+        try:
+            return bool(
+                self._sampler.should_sample(
+                    trace_id=trace_id, parent=context, name=name, kind=kind, attributes=attributes
+                )
+            )
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
+            with self._inbox.lock:  # from any thread
+                self._sampler_errors += 1
+            if self._warnings.allow("sampler"):
+                logger.warning(
+                    "spanlane: the sampler %s raised; the span is not sampled (further "
+                    "failures are counted in Stats.sampler_errors)",
+                    safe_repr(self._sampler, 100),
+                    exc_info=exc,
+                )
+            return False
+
+    def _unsampled_count(self) -> int:
+        """Unsampled spans started so far (reading the counter advances it: see __init__)."""
+        with self._inbox.lock:
+            taken = next(self._unsampled_counter)
+            count = taken - self._unsampled_reads
+            self._unsampled_reads += 1
+        return count
 
     def _kind(self, kind: object) -> SpanKind:
         if type(kind) is int and 1 <= kind <= 5:
@@ -553,7 +677,9 @@ class Tracer:
         """Export everything offered so far, partial batches included, and wait for it.
 
         Returns once every record offered before the call is exported or dropped, or after
-        ``timeout`` seconds. It does not block the event loop.
+        ``timeout`` seconds. It does not block the event loop. Records a tail-sampling stage
+        holds for a trace not yet decided stay held (``Stats.spans_pending_tail``): a flush
+        forces no decision.
 
         Args:
             timeout: seconds to wait at most; None waits as long as it takes (each export is
@@ -589,6 +715,10 @@ class Tracer:
             self._state == "closed" or (self._state == "open" and get_ident() == self._loop_thread)
         ):
             self._bury()
+        pending_tail = sampled_out_tail = 0
+        for processor in self._processors:
+            pending_tail += self._ask(processor, processor.pending)
+            sampled_out_tail += self._ask(processor, processor.sampled_out)
         return Stats(
             spans_started=self._spans_started + self._inbox.started,
             spans_ended=self._spans_ended,
@@ -596,7 +726,31 @@ class Tracer:
             inbox=len(self._inbox),
             ignored_calls=self._ignored,
             processor_errors=self._processor_errors,
+            spans_sampled_out=self._unsampled_count() + sampled_out_tail,
+            spans_sampled_out_tail=sampled_out_tail,
+            spans_pending_tail=pending_tail,
+            sampler_errors=self._sampler_errors,
         )
+
+    def _ask(self, processor: SpanProcessor, counter: Callable[[], int]) -> int:
+        """One of a processor's counters; a processor of the caller's that fails counts 0."""
+        try:
+            value = counter()
+        except BaseException as exc:
+            if is_cancellation(exc):
+                raise
+            value = 0
+        return value if type(value) is int and value >= 0 else 0
+
+    @property
+    def sampler(self) -> Sampler:
+        """The head sampler: ``sampler=``, or what ``OTEL_TRACES_SAMPLER`` names."""
+        return self._sampler
+
+    @property
+    def tail(self) -> TailSampling | None:
+        """The tail-sampling stage given as ``tail=``, if any."""
+        return self._tail
 
     @property
     def closed(self) -> bool:
@@ -688,7 +842,7 @@ class Tracer:
         assert self._ready is not None
         assert self._close_requested is not None
         assert self._finished is not None
-        suppress()  # spans started by telemetry's own code (exporters) do not record
+        suppress(INVALID_SPAN)  # spans started by telemetry's own code (exporters) do not record
         abandoned = False
         try:
             async with anyio.create_task_group() as task_group:
@@ -697,6 +851,10 @@ class Tracer:
                         for lane in self._lanes:
                             lane.open()
                             await task_group.start(ki_protected(lane.run))
+                    if self._runners:
+                        self._runner_scope = anyio.CancelScope()
+                        self._runners_done = anyio.Event()
+                        task_group.start_soon(ki_protected(self._run_processors))
                     self._state = "open"
                     self._fast = True
                     tracer_opened(self)
@@ -739,6 +897,7 @@ class Tracer:
             self._hand_on_locked(remaining)
             if self._collected:
                 self._bury()
+        await self._stop_processors(deadline)
         for processor in self._processors:
             try:
                 with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
@@ -777,6 +936,40 @@ class Tracer:
                     stats.offered,
                     totals,
                 )
+
+    async def _run_processors(self) -> None:
+        """Run the processors' background work (``SpanProcessor.run``) until the shutdown."""
+        assert self._runner_scope is not None
+        assert self._runners_done is not None
+        try:
+            with self._runner_scope:
+                async with anyio.create_task_group() as group:
+                    for processor in self._runners:
+                        group.start_soon(self._run_processor, processor)
+        finally:
+            self._runners_done.set()
+
+    async def _run_processor(self, processor: SpanProcessor) -> None:
+        assert self._runner_scope is not None
+        try:
+            await processor.run()
+        except BaseException as exc:
+            if not is_cancellation(exc):
+                self._processor_failed(processor, exc)
+                return
+            # asyncio's teardown of a loop with the tracer still open cancels every task: the
+            # work is done by the processor's shutdown(), which the service still awaits.
+            if not self._runner_scope.cancel_called and absorb_loop_cancellation():
+                return
+            raise
+
+    async def _stop_processors(self, deadline: float) -> None:
+        """Cancel the processors' background work and wait for it (within ``deadline``)."""
+        if self._runner_scope is None or self._runners_done is None:
+            return
+        self._runner_scope.cancel()
+        with anyio.move_on_after(max(deadline - anyio.current_time(), 0)):
+            await self._runners_done.wait()
 
     async def _end_open_spans(self, deadline: float) -> None:
         """End every span still open (or collected unended) as unfinished; past ``deadline``,
@@ -847,6 +1040,8 @@ def open_tracer(
     processors: Iterable[SpanProcessor] = (),
     max_concurrent_exports: int | None = None,
     max_buffer_bytes: int | None = None,
+    sampler: Sampler | None = None,
+    tail: TailSampling | None = None,
 ) -> Tracer:
     """Open a tracer with one lane per exporter; use the result with ``async with``.
 
@@ -879,14 +1074,24 @@ def open_tracer(
             exporter declares (else 1). See :class:`spanlane.LaneOptions`.
         max_buffer_bytes: the most estimated bytes each lane's records may hold, or None.
 
+
+        sampler: decides when each span starts whether it is recorded (see
+            :mod:`spanlane.sampling`). By default what ``OTEL_TRACES_SAMPLER`` and
+            ``OTEL_TRACES_SAMPLER_ARG`` name, else ``ParentBased(ALWAYS_ON)``: every root, and
+            every child as its parent was (a ``traceparent ...-00`` is honoured).
+        tail: a :class:`spanlane.sampling.TailSampling` stage, placed after the processors:
+            it holds the records of each trace until it can keep or discard the trace whole.
+
     Returns:
         A :class:`Tracer`, to be entered with ``async with``.
 
     Raises:
         ValueError: a size or interval is not positive, ``max_batch_size > buffer_size``,
-            ``on_full`` is unknown, no exporter was given, or one exporter is given twice.
+            ``on_full`` is unknown, no exporter was given, one exporter is given twice, or the
+            ``tail`` stage is also in ``processors`` or already serves another tracer.
         TypeError: an exporter is a class instead of an instance or has no ``export()``;
-            ``retry``, ``limits``, ``scope`` or a processor has the wrong type.
+            ``retry``, ``limits``, ``scope``, a processor, ``sampler`` (an object with a
+            ``should_sample()`` method) or ``tail`` has the wrong type.
     """
     defaults = LaneOptions(
         buffer_size=buffer_size,
@@ -908,6 +1113,8 @@ def open_tracer(
         limits=limits,
         scope=scope,
         processors=processors,
+        sampler=sampler,
+        tail=tail,
     )
 
 

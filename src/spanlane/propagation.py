@@ -50,7 +50,8 @@ def inject(headers: Any, context: SpanContext | Span | None = None) -> None:
     """Write ``traceparent`` (and ``tracestate`` when there is one) into ``headers``, in place.
 
     Existing ``traceparent``/``tracestate`` entries, in any letter case, are replaced. Nothing is
-    written when there is no valid context (no current span, or a non-recording one).
+    written when there is no valid context (no current span). A span the sampler did not sample
+    has one: it is written with the "sampled" flag cleared (``...-00``).
 
     Args:
         headers: a mutable mapping of ``str`` to ``str`` (a dict, ``httpx.Headers``) or a mutable

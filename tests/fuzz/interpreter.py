@@ -42,6 +42,7 @@ from spanlane import (
     LaneStats,
     Span,
     SpanContext,
+    SpanKind,
     SpanLimits,
     SpanRecord,
     Stats,
@@ -53,6 +54,7 @@ from spanlane._lane import Lane
 from spanlane._tracer import Tracer, lanes_of
 from spanlane.exporters import MemoryExporter
 from spanlane.exporters._base import Exporter, ExportResult
+from spanlane.sampling import ALWAYS_OFF, ParentBased, Sampler, TailSampling, TraceIdRatio
 from spanlane.testing import Fault, FaultKind, FaultyExporter
 from strategies import (
     AddEvent,
@@ -66,14 +68,29 @@ from strategies import (
     Op,
     Parent,
     RaiseInSpan,
+    SamplerSpec,
     SetAttribute,
     SetAttributes,
     StartSpan,
+    TailSpec,
     Weird,
 )
 
 #: Passing this as ``parent`` starts a new trace even inside a span.
 NEW_TRACE = SpanContext(trace_id=0, span_id=0)
+
+#: The external parents a sampling program draws (see ``strategies.External``); their trace
+#: ids differ in the low 64 bits, which the ratio rules look at.
+EXTERNAL = {
+    "remote": SpanContext((0xA1 << 64) | 0x0123, 0x51, trace_flags=1, is_remote=True),
+    "remote00": SpanContext((0xA2 << 64) | (0xFEDC << 48), 0x52, trace_flags=0, is_remote=True),
+    "detached": SpanContext((0xA3 << 64) | (0x8 << 60), 0x53, trace_flags=1),
+}
+
+
+def _external(parent: object) -> SpanContext | None:
+    return parent if isinstance(parent, SpanContext) and parent.is_valid else None
+
 
 Backend = Literal["asyncio", "trio"]
 BACKENDS: tuple[Backend, ...] = ("asyncio", "trio")
@@ -156,6 +173,70 @@ def _mapping(items: Items | None) -> dict[Any, object] | None:
     return {materialize(key): materialize(value) for key, value in items}
 
 
+# --- samplers --------------------------------------------------------------------------------
+
+
+def span_number(name: str) -> int | None:
+    """The ``n`` of a span named ``p<i>.<n>`` (or ``p<i>.<n>!``); None for ``body``."""
+    if not name.startswith("p"):
+        return None
+    return int(name.rstrip("!").rpartition(".")[2])
+
+
+class ByNumber:
+    """A deterministic sampler of the fuzz suite: decides by the span's number alone."""
+
+    def __init__(self, *, raises: bool) -> None:
+        self.raises = raises
+
+    def should_sample(
+        self,
+        *,
+        trace_id: int,
+        parent: SpanContext | None,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, object] | None,
+    ) -> bool:
+        number = span_number(name)
+        if number is None:
+            return True
+        if self.raises:
+            if number % 4 == 3:
+                raise RuntimeError(f"the sampler refuses {name}")
+            return True
+        return number % 2 == 0
+
+
+def build_sampler(spec: SamplerSpec) -> Sampler | None:
+    """A fresh sampler for a :class:`~strategies.SamplerSpec` (None: the tracer's default)."""
+    if spec is SamplerSpec.DEFAULT:
+        return None
+    if spec is SamplerSpec.ALWAYS_OFF:
+        return ALWAYS_OFF
+    if spec is SamplerSpec.RATIO:
+        return ParentBased(TraceIdRatio(0.5))
+    return ByNumber(raises=spec is SamplerSpec.RAISES)
+
+
+def sampler_raises(spec: SamplerSpec, name: str) -> bool:
+    """True when the sampler of ``spec`` raises for a span called ``name``."""
+    number = span_number(name)
+    return spec is SamplerSpec.RAISES and number is not None and number % 4 == 3
+
+
+def build_tail(spec: TailSpec | None) -> TailSampling | None:
+    if spec is None:
+        return None
+    return TailSampling(
+        keep_errors=spec.keep_errors,
+        keep_slower_than=spec.keep_slower_than,
+        keep_ratio=spec.keep_ratio,
+        max_pending_spans=spec.max_pending_spans,
+        decision_wait=spec.decision_wait,
+    )
+
+
 # --- the model -------------------------------------------------------------------------------
 
 SpanRole = Literal["manual", "raise", "body"]
@@ -181,6 +262,9 @@ class SpanInfo:
         dropped_events: event drops counted while the span was open.
         ended: the program ended the span (``end``, ``aend``, a thread, or leaving ``with``).
         left_by: for ``with`` spans, the exception that left the block, if any.
+        sampled: the head sampler sampled the span (it was recording when it started).
+        external: the parent's context when it is no span of the program (a remote context,
+            or one of this process that nothing records); ``parent`` is then None.
     """
 
     span: Span
@@ -195,6 +279,8 @@ class SpanInfo:
     dropped_events: int = 0
     ended: bool = False
     left_by: BaseException | None = None
+    sampled: bool = True
+    external: SpanContext | None = None
 
     @property
     def span_id(self) -> int:
@@ -432,6 +518,7 @@ class _Run:
         self.tracer_exc: BaseException | None = None
         self.left_body = math.nan
         self.left_tracer = math.nan
+        self.tail: TailSampling | None = None
 
     # --- exits ---
 
@@ -459,10 +546,17 @@ class _Run:
             lane(exporter, **spec.overrides()) if spec.overrides() else exporter
             for exporter, spec in zip(self.exporters, self.case.config.lanes, strict=True)
         ]
-        self._tracer = open_tracer(*lanes, **self.case.config.options())
-        if self.case.config.compact_at is not None:
+        config = self.case.config
+        self.tail = build_tail(config.tail)
+        self._tracer = open_tracer(
+            *lanes,
+            sampler=build_sampler(config.sampler),
+            tail=self.tail,
+            **config.options(),
+        )
+        if config.compact_at is not None:
             for built in lanes_of(self._tracer):
-                built._compact_at = self.case.config.compact_at
+                built._compact_at = config.compact_at
         with anyio.CancelScope() as self.scope:
             try:
                 async with self.tracer:
@@ -484,7 +578,7 @@ class _Run:
             await self.run_producers()
             return
         span = self.tracer.span("body", parent=NEW_TRACE)
-        self.body = info = self.started(span, "body", None)
+        self.body = info = self.started(span, "body", "body", None)
         try:
             with span:
                 await self.run_producers()
@@ -521,12 +615,17 @@ class _Run:
     def started(
         self,
         span: Span,
+        name: str,
         role: SpanRole,
         parent: SpanInfo | None,
         attributes: dict[Any, object] | None = None,
     ) -> SpanInfo:
-        """Model a span the program just started with ``attributes``; then mutate those."""
-        info = SpanInfo(span, span.name, role, parent)
+        """Model a span the program just started with ``attributes``; then mutate those.
+
+        A span that is not recording at its start was not sampled (it is a NonRecordingSpan,
+        which keeps no name: the model keeps it).
+        """
+        info = SpanInfo(span, name, role, parent, sampled=span.is_recording)
         self.spans.append(info)
         if attributes:
             limits = self.limits
@@ -547,6 +646,8 @@ class _Run:
         """The ``parent=`` argument for a drawn parent, and the model of that parent."""
         if parent == "current":
             return None, self.body
+        if isinstance(parent, str):
+            return EXTERNAL[parent], None
         if parent is None or not spans:
             return NEW_TRACE, None
         info = spans[parent % len(spans)]
@@ -556,10 +657,11 @@ class _Run:
         if isinstance(op, StartSpan):
             parent, parent_info = self.parent_of(op.parent, spans)
             attributes = _mapping(op.attributes)
-            span = self.tracer.start_span(
-                f"p{index}.{len(spans)}", attributes=attributes, parent=parent
-            )
-            spans.append(self.started(span, "manual", parent_info, attributes))
+            name = f"p{index}.{len(spans)}"
+            span = self.tracer.start_span(name, attributes=attributes, parent=parent)
+            info = self.started(span, name, "manual", parent_info, attributes)
+            info.external = _external(parent)
+            spans.append(info)
         elif isinstance(op, RaiseInSpan):
             await self.raise_in_span(index, spans, op)
         elif isinstance(op, Flush):
@@ -620,10 +722,12 @@ class _Run:
     async def raise_in_span(self, index: int, spans: list[SpanInfo], op: RaiseInSpan) -> None:
         parent, parent_info = self.parent_of(op.parent, spans)
         attributes = _mapping(op.attributes)
-        span = self.tracer.span(f"p{index}.{len(spans)}!", attributes=attributes, parent=parent)
-        info = self.started(span, "raise", parent_info, attributes)
+        name = f"p{index}.{len(spans)}!"
+        span = self.tracer.span(name, attributes=attributes, parent=parent)
+        info = self.started(span, name, "raise", parent_info, attributes)
+        info.external = _external(parent)
         spans.append(info)
-        boom = Boom(f"raised in {span.name}")
+        boom = Boom(f"raised in {name}")
         try:
             if op.asynchronous:
                 async with span:

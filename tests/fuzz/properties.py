@@ -18,7 +18,7 @@ from spanlane import DropReason, SpanRecord, StatusCode
 from spanlane._lane import ACLOSE_GRACE
 from spanlane._records import CANCELLED_ATTRIBUTE, UNFINISHED_ATTRIBUTE
 
-from .interpreter import BodyError, Outcome, SpanInfo, normalize, snapshot
+from .interpreter import BodyError, Outcome, SpanInfo, normalize, sampler_raises, snapshot
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
     from exceptiongroup import BaseExceptionGroup
@@ -51,6 +51,15 @@ def _describe(record: SpanRecord) -> str:
     return f"{record.name}/{phase}"
 
 
+def _recorded(outcome: Outcome) -> list[SpanInfo]:
+    """The spans the head sampler sampled: the only ones that may produce records."""
+    return [info for info in outcome.spans if info.sampled]
+
+
+def _has_tail(outcome: Outcome) -> bool:
+    return outcome.case.config.tail is not None
+
+
 # --- 1. accounting ---------------------------------------------------------------------------
 
 
@@ -58,8 +67,15 @@ def check_accounting(outcome: Outcome) -> None:
     """Every lane balances (while the program runs too), holds nothing after exit, was offered
     every span, and exported exactly what it counted."""
     prop = "accounting"
-    spans = outcome.spans
+    spans = _recorded(outcome)
+    tail = _has_tail(outcome)
+    discarded = outcome.stats.spans_sampled_out_tail
     _require(prop, not outcome.errors, f"spanlane logged errors: {outcome.errors}")
+    _require(
+        prop,
+        outcome.stats.spans_pending_tail == 0,
+        f"the tail stage still holds {outcome.stats.spans_pending_tail} records after exit",
+    )
     _require(
         prop,
         not outcome.unbalanced,
@@ -81,27 +97,33 @@ def check_accounting(outcome: Outcome) -> None:
             f"{name}: offered {stats.offered} != exported {stats.exported} + dropped "
             f"{dict(stats.dropped)}",
         )
-        # Every span was offered to every lane: one end record, and one start record if the
-        # exporter asked for starts. A record that never reached a lane is a silent loss, unless
-        # the span was still open when the drain deadline passed: then it is counted at the
-        # door (SHUTDOWN_TIMEOUT) without being built.
+        # Every recorded span was offered to every lane: one end record, and one start record
+        # if the exporter asked for starts (none under tail sampling). A record that never
+        # reached a lane is a silent loss, unless the span was still open when the drain
+        # deadline passed (then it is counted at the door, SHUTDOWN_TIMEOUT, without being
+        # built) or the tail stage discarded it (counted in spans_sampled_out_tail).
         expected = Counter(
             (info.span_id, phase)
             for info in spans
-            for phase in ((False, True) if lane.spec.wants_starts else (False,))
+            for phase in ((False, True) if lane.spec.wants_starts and not tail else (False,))
         )
         offered = Counter(_key(record) for record in lane.log.offered)
         missing = expected - offered
         extra = offered - expected
         bulk = lane.log.bulk
         ended_by_program = {info.span_id for info in spans if info.ended}
-        lost = [key for key in missing if key[1] or key[0] in ended_by_program]
+        # Under tail sampling an ended span may be missing because its trace was discarded;
+        # check_sampling holds the stage to keeping or discarding each trace whole.
+        lost = [key for key in missing if key[1] or (key[0] in ended_by_program and not tail)]
         _require(
             prop,
-            not lost and not extra and sum(missing.values()) == bulk[DropReason.SHUTDOWN_TIMEOUT],
+            not lost
+            and not extra
+            and sum(missing.values()) == bulk[DropReason.SHUTDOWN_TIMEOUT] + discarded,
             f"{name}: offered records differ from the spans started: "
             f"{len(missing)} never offered ({len(lost)} of them ended or starts), "
-            f"{len(extra)} unexpected, {dict(bulk)} counted at the door "
+            f"{len(extra)} unexpected, {dict(bulk)} counted at the door, {discarded} discarded "
+            "by the tail stage "
             f"({[info.name for info in spans if (info.span_id, False) in missing]} not ended)",
         )
         _require(
@@ -153,13 +175,13 @@ def check_no_loss(outcome: Outcome) -> None:
         stats = lane.stats
         _require(prop, not stats.dropped, f"{name}: dropped {dict(stats.dropped)}")
         received = {_key(record) for record in lane.delivered}
-        for info in outcome.spans:
+        for info in _recorded(outcome):
             _require(
                 prop,
                 (info.span_id, False) in received,
                 f"{name}: the end of span {info.name} never reached the exporter",
             )
-            if lane.spec.wants_starts:
+            if lane.spec.wants_starts and not _has_tail(outcome):
                 _require(
                     prop,
                     (info.span_id, True) in received,
@@ -304,7 +326,7 @@ def check_integrity(outcome: Outcome) -> None:
         _require(prop, info.span_id != 0 and info.trace_id != 0, f"{info.name} has a zero id")
         _require(prop, info.span_id not in by_id, f"span id of {info.name} is not unique")
         by_id[info.span_id] = info
-        if info.parent is None:
+        if info.parent is None and info.external is None:
             _require(prop, info.trace_id not in roots, f"root {info.name} reuses a trace id")
             roots.add(info.trace_id)
     for number, lane in enumerate(outcome.lanes):
@@ -374,7 +396,15 @@ def _check_record(
     what = f"{lane}: {_describe(record)}"
     _require(prop, record.name == info.name, f"{what}: named {record.name!r}")
     _require(prop, record.trace_id == info.trace_id, f"{what}: wrong trace id")
-    if record.parent_span_id is None:
+    if info.external is not None:
+        _require(
+            prop,
+            record.parent_span_id == info.external.span_id
+            and record.trace_id == info.external.trace_id
+            and record.parent_is_remote == info.external.is_remote,
+            f"{what}: does not continue its external parent {info.external}",
+        )
+    elif record.parent_span_id is None:
         _require(prop, info.parent is None, f"{what}: lost its parent {info.parent}")
     else:
         parent = by_id.get(record.parent_span_id)
@@ -490,14 +520,17 @@ def check_drain_or_cancel(outcome: Outcome) -> None:
         received = {r.span_id for r in lane.delivered if r.end_time_ns is not None}
         # Spans still open when the drain deadline passed are counted, not built.
         unbuilt = lane.log.bulk[DropReason.SHUTDOWN_TIMEOUT]
-        never_offered = [info for info in outcome.spans if info.span_id not in ends]
+        never_offered = [info for info in _recorded(outcome) if info.span_id not in ends]
+        # The tail stage may discard whole traces, spans ended by the program included.
+        discarded = outcome.stats.spans_sampled_out_tail
         _require(
             prop,
-            len(never_offered) == unbuilt and not any(info.ended for info in never_offered),
+            len(never_offered) == unbuilt + discarded
+            and (_has_tail(outcome) or not any(info.ended for info in never_offered)),
             f"lane {number}: spans {[info.name for info in never_offered]} were never offered; "
-            f"{unbuilt} open spans were counted past the deadline",
+            f"{unbuilt} open spans were counted past the deadline, {discarded} discarded",
         )
-        for info in outcome.spans:
+        for info in _recorded(outcome):
             record = ends.get(info.span_id)
             what = f"lane {number}: span {info.name}"
             if record is None:
@@ -557,3 +590,99 @@ def check_equivalent(first: Outcome, second: Outcome) -> None:
             f"{second.backend} did not; {second.backend} exported "
             f"{sorted(map(repr, other - one))} that {first.backend} did not",
         )
+
+
+# --- 7. sampling -------------------------------------------------------------------------------
+
+
+def check_sampling(outcome: Outcome) -> None:
+    """Unsampled spans are real and record nothing; every ended recording span is exported,
+    dropped, sampled out or pending; the tail stage keeps or discards each trace whole."""
+    prop = "sampling"
+    stats = outcome.stats
+    config = outcome.case.config
+    unsampled = [info for info in outcome.spans if not info.sampled]
+    recorded = {info.span_id for info in outcome.spans if info.sampled}
+    for info in outcome.spans:
+        context = info.span.context
+        _require(prop, context.is_valid, f"{info.name} has an invalid context {context}")
+        _require(
+            prop,
+            context.is_sampled == info.sampled,
+            f"{info.name}: sampled {info.sampled}, flags {context.trace_flags:#04x}",
+        )
+        if info.parent is not None:
+            _require(
+                prop,
+                context.trace_id == info.parent.trace_id,
+                f"{info.name} left its parent's trace",
+            )
+            if config.sampler.value == "default" and not info.parent.sampled:
+                _require(prop, not info.sampled, f"{info.name}: sampled under unsampled parent")
+        if info.external is not None:
+            _require(
+                prop,
+                context.trace_id == info.external.trace_id,
+                f"{info.name} left its external parent's trace",
+            )
+            if config.sampler.value == "default":
+                _require(
+                    prop,
+                    info.sampled == info.external.is_sampled,
+                    f"{info.name}: sampled {info.sampled} under {info.external}",
+                )
+    _require(
+        prop,
+        stats.spans_pending_tail == 0,
+        f"the tail stage still holds {stats.spans_pending_tail} records after exit",
+    )
+    raised = sum(1 for info in outcome.spans if sampler_raises(config.sampler, info.name))
+    _require(
+        prop,
+        stats.sampler_errors == raised,
+        f"{stats.sampler_errors} sampler errors counted, the sampler raised {raised} times",
+    )
+    _require(
+        prop,
+        stats.spans_sampled_out == len(unsampled) + stats.spans_sampled_out_tail,
+        f"{len(unsampled)} spans not sampled and {stats.spans_sampled_out_tail} discarded by the "
+        f"tail stage, stats say {stats.spans_sampled_out} sampled out",
+    )
+    _require(
+        prop,
+        stats.spans_started == stats.spans_ended == len(recorded),
+        f"{len(recorded)} recording spans, stats say {stats}",
+    )
+    for number, lane in enumerate(outcome.lanes):
+        strays = {record.span_id for record in lane.log.offered} - recorded
+        offered = {record.span_id for record in lane.log.offered if record.end_time_ns is not None}
+        _require(prop, not strays, f"lane {number}: records of unsampled spans were offered")
+        if config.tail is not None:
+            starts = [record for record in lane.log.offered if record.end_time_ns is None]
+            _require(prop, not starts, f"lane {number}: start records under tail sampling")
+        # Every ended recording span is offered (exported or dropped with a reason), counted at
+        # the door past the deadline, discarded by the tail stage, or still held by it.
+        missing = len(recorded - offered)
+        at_door = lane.log.bulk[DropReason.SHUTDOWN_TIMEOUT]
+        _require(
+            prop,
+            missing == at_door + stats.spans_sampled_out_tail + stats.spans_pending_tail,
+            f"lane {number}: {missing} recording spans never offered; {at_door} counted at the "
+            f"door, {stats.spans_sampled_out_tail} discarded, {stats.spans_pending_tail} held",
+        )
+        if config.tail is None:
+            continue
+        # A kept trace is kept whole: of the spans the program ended (so their records were
+        # built and reached the stage), either all of a trace's were offered, or none.
+        traces: dict[int, list[SpanInfo]] = {}
+        for info in outcome.spans:
+            if info.sampled and info.ended:
+                traces.setdefault(info.trace_id, []).append(info)
+        for members in traces.values():
+            kept = [info.name for info in members if info.span_id in offered]
+            _require(
+                prop,
+                not kept or len(kept) == len(members),
+                f"lane {number}: a trace was split: {kept} kept, "
+                f"{[info.name for info in members if info.span_id not in offered]} discarded",
+            )

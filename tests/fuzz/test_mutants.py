@@ -29,9 +29,11 @@ import spanlane._lane
 import spanlane._tracer
 from spanlane import DropReason, RetryableExportError, Span, SpanRecord, Tracer
 from spanlane._lane import Flight, Lane
+from spanlane._processor import Fanout
 from spanlane._span import seal
+from spanlane._tail import TailSampling
 from spanlane.testing import Fault
-from strategies import Case, Injected, cases, deterministic_cases
+from strategies import Case, Injected, cases, deterministic_cases, sampling_cases
 
 from .interpreter import BACKENDS, Backend, Outcome, run_case
 from .properties import (
@@ -42,6 +44,7 @@ from .properties import (
     check_integrity,
     check_no_loss,
     check_order,
+    check_sampling,
 )
 
 if sys.version_info < (3, 11):  # pragma: no cover - exercised on 3.10 only
@@ -286,7 +289,7 @@ def _unpack_forgetting_drop_counts(item: Any, shared: list[object]) -> SpanRecor
 _original_unpack = spanlane._lane.unpack  # type: ignore[attr-defined]
 
 
-_original_fanout_on_end = spanlane._tracer.Fanout.on_end  # type: ignore[attr-defined]
+_original_fanout_on_end = Fanout.on_end
 
 
 def _fanout_skipping_the_last_lane(self: Any, record: SpanRecord) -> None:
@@ -326,6 +329,24 @@ async def _aexit_swallowing_cancellation(
     """Tracer.__aexit__ that, having drained, reports a cancelled body as handled."""
     await _original_aexit(self, exc_type, exc, tb)
     return exc is not None and isinstance(exc, anyio.get_cancelled_exc_class())
+
+
+def _tail_forgetting_decisions(self: TailSampling, trace_id: int, keep: bool) -> None:
+    """A tail stage that remembers no decision: a straggler starts its trace anew, and may be
+    judged otherwise than the spans that went before it."""
+
+
+async def _tail_shutdown_forgetting_pending(self: TailSampling, deadline: float) -> None:
+    """A tail stage whose shutdown hands on nothing: pending traces vanish at exit."""
+
+
+def _unsampled_span_recording(self: Tracer, *args: Any, **kwargs: Any) -> Span:
+    """A tracer whose sampler is never asked: every span records."""
+    self._head = 0
+    return _original_span(self, *args, **kwargs)
+
+
+_original_span = Tracer.span
 
 
 # --- the tests -------------------------------------------------------------------------------
@@ -422,6 +443,10 @@ def _exit_and_accounting(outcome: Outcome) -> None:
     check_accounting(outcome)
 
 
+# A SystemExit that this mutant lets out of asyncio's loop ends anyio.run before the producer
+# tasks it had created ever ran; their coroutines are then collected never awaited, which is
+# the mutant's doing (and which counterexample the search meets first depends on timing).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_letting_an_exporters_base_exception_out_is_caught(
     monkeypatch: pytest.MonkeyPatch, backend: Backend
@@ -434,7 +459,7 @@ def test_letting_an_exporters_base_exception_out_is_caught(
 
 
 def test_a_pipeline_that_skips_a_lane_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(spanlane._tracer.Fanout, "on_end", _fanout_skipping_the_last_lane)  # type: ignore[attr-defined]
+    monkeypatch.setattr(Fanout, "on_end", _fanout_skipping_the_last_lane)
     _assert_caught(hunt(cases(), on("asyncio", check_accounting)), "accounting")
 
 
@@ -475,3 +500,31 @@ def test_a_packed_record_unpacked_with_a_field_lost_is_caught(
     monkeypatch.setattr(spanlane._lane, "unpack", _unpack_forgetting_drop_counts)
     strategy = cases().map(lambda case: _hanging_first(_packing(case)))
     _assert_caught(hunt(strategy, on("asyncio", check_integrity)), "integrity")
+
+
+def _sampling_and_accounting(backend: Backend) -> Callable[[Case], None]:
+    def check(case: Case) -> None:
+        outcome = run_case(case, backend)
+        check_sampling(outcome)
+        check_accounting(outcome)
+
+    return check
+
+
+def test_a_tail_stage_that_forgets_its_decisions_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TailSampling, "_remember_decision", _tail_forgetting_decisions)
+    _assert_caught(hunt(sampling_cases(), _sampling_and_accounting("asyncio")), "sampling")
+
+
+def test_a_tail_stage_that_loses_pending_traces_at_exit_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(TailSampling, "shutdown", _tail_shutdown_forgetting_pending)
+    _assert_caught(hunt(sampling_cases(), _sampling_and_accounting("trio")), "sampling")
+
+
+def test_a_tracer_that_ignores_its_sampler_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Tracer, "span", _unsampled_span_recording)
+    _assert_caught(hunt(sampling_cases(), _sampling_and_accounting("asyncio")), "sampling")

@@ -26,6 +26,7 @@ from strategies import (
     TracerConfig,
     cases,
     deterministic_cases,
+    sampling_cases,
 )
 
 from .conftest import fuzz_settings
@@ -37,6 +38,7 @@ from .properties import (
     check_integrity,
     check_no_loss,
     check_order,
+    check_sampling,
 )
 
 pytestmark = pytest.mark.fuzz
@@ -210,3 +212,22 @@ def test_asyncio_and_trio_export_the_same_records(case: Case) -> None:
     asyncio and on trio, compared by name, phase, parent, attributes, events, status and drop
     counts rather than by random ids and times."""
     check_equivalent(run_case(case, "asyncio"), run_case(case, "trio"))
+
+
+@on_both_backends
+@fuzz_settings()
+@given(case=sampling_cases())
+def test_every_ended_span_is_exported_dropped_sampled_out_or_pending(
+    backend: Backend, case: Case
+) -> None:
+    """Sampling: whatever the head sampler (the default, ALWAYS_OFF, a ratio, one that decides
+    by name, one that raises) and the tail stage (any rules, any bounds, any decision_wait), a
+    span the sampler did not sample is real (a valid context, flags without "sampled", in its
+    parent's trace) and no record of it reaches a lane; every ended recording span is offered
+    to every lane (then exported or dropped with a reason), counted at the door past the drain
+    deadline, discarded by the tail stage, or held by it (none after exit), and the counters
+    say so (``spans_sampled_out``, ``sampler_errors``); and a trace the tail stage keeps is
+    kept whole: of the spans the program ended, all of a trace's reach the lanes, or none."""
+    outcome = run_case(case, backend)
+    check_sampling(outcome)
+    check_accounting(outcome)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Final, TextIO
 
 import anyio.to_thread
 
@@ -93,6 +93,9 @@ class ConsoleExporter:
             printed as it is.
     """
 
+    #: The console wants finished spans only.
+    wants_starts: Final = False
+
     def __init__(
         self,
         stream: TextIO | None = None,
@@ -104,7 +107,6 @@ class ConsoleExporter:
         self.max_traces = max_traces
         self.max_pending_traces = max_pending_traces
         self.name = "ConsoleExporter"
-        self.wants_starts = False
         self._pending: OrderedDict[int, list[SpanRecord]] = OrderedDict()
         self.traces_printed = 0
 

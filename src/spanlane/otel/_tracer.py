@@ -25,6 +25,7 @@ from .._otel_context import RuntimeContext
 from .._records import InstrumentationScope, Resource, SpanContext
 from .._records import SpanKind as NativeKind
 from .._resource import build_resource
+from .._span import INVALID_SPAN as NATIVE_INVALID
 from .._span import Span as NativeSpan
 from .._tracer import Tracer as NativeTracer
 from ._convert import from_otel_kind
@@ -144,6 +145,10 @@ class Tracer(trace.Tracer):
         if context is None:
             if type(otel_context._RUNTIME_CONTEXT) is RuntimeContext:
                 parent: Any = get_span()
+                if parent is NATIVE_INVALID:
+                    # Telemetry's own code (see spanlane._context.suppress): the native tracer
+                    # returns a non-recording span for it when given no parent.
+                    parent = None
             else:
                 parent = native_span_of(trace.get_current_span())
         else:
