@@ -456,11 +456,7 @@ class Lane:
                             # asyncio's teardown cancels every task of the loop; the dispatcher
                             # keeps what it holds and drains on, until its own scope is
                             # cancelled (the tracer's shutdown deadline).
-                            if (
-                                not is_cancellation(exc)
-                                or self._cancel_scope.cancel_called
-                                or not absorb_loop_cancellation()
-                            ):
+                            if not self._absorbs(exc):
                                 raise
         except Exception as exc:
             # Only a bug in spanlane gets here (exporter failures are handled per batch). The
@@ -480,6 +476,15 @@ class Lane:
                 finally:
                     self._notify_progress()
                     self._done.set()
+
+    def _absorbs(self, exc: BaseException) -> bool:
+        """True when ``exc`` is asyncio's end-of-loop cancellation, undone here so that the
+        lane drains on until its own scope is cancelled (the tracer's drain deadline)."""
+        return (
+            is_cancellation(exc)
+            and not self._cancel_scope.cancel_called
+            and absorb_loop_cancellation()
+        )
 
     async def _drain(self) -> None:
         since = time.monotonic()  # the oldest waiting record arrived no earlier than this
@@ -653,11 +658,7 @@ class Lane:
                 except BaseException as exc:
                     # asyncio's teardown cancels this task too; its batch is exported on until
                     # the lane's own scope is cancelled (the tracer's drain deadline).
-                    if (
-                        not is_cancellation(exc)
-                        or self._cancel_scope.cancel_called
-                        or not absorb_loop_cancellation()
-                    ):
+                    if not self._absorbs(exc):
                         raise
         except Exception as exc:
             # A bug in spanlane's own bookkeeping around the export: the batch is lost (and
