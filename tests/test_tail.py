@@ -274,6 +274,7 @@ def test_tail_sampling_refuses_bad_arguments() -> None:
         ({"keep_errors": 1}, TypeError),
         ({"keep_slower_than": -1}, ValueError),
         ({"keep_slower_than": float("inf")}, ValueError),
+        ({"keep_slower_than": 1e300}, ValueError),  # no span lasts longer than 2**64 ns
         ({"keep_slower_than": "1"}, TypeError),
         ({"keep_ratio": 2}, ValueError),
         ({"keep_ratio": None}, TypeError),
@@ -281,6 +282,7 @@ def test_tail_sampling_refuses_bad_arguments() -> None:
         ({"max_pending_spans": 1.5}, TypeError),
         ({"max_pending_spans": True}, TypeError),
         ({"decision_wait": 0}, ValueError),
+        ({"decision_wait": 1e-320}, ValueError),  # the timer would spin
         ({"decision_wait": float("nan")}, ValueError),
         ({"clock": 1}, TypeError),
     ):

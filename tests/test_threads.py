@@ -7,6 +7,7 @@ The property under test everywhere: the record is exported with the right parent
 from __future__ import annotations
 
 import contextvars
+import gc
 import threading
 from collections.abc import AsyncIterator, Callable
 from functools import partial
@@ -21,6 +22,7 @@ import spanlane
 from spanlane import DropReason, SpanRecord, Tracer, open_tracer
 from spanlane._lane import Lane
 from spanlane.exporters import MemoryExporter
+from spanlane.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 from spanlane.testing import CapturedSpans, capture_spans
 
 
@@ -227,6 +229,78 @@ async def test_many_threads_lose_nothing(captured: Harness) -> None:
     assert stats.spans_started == stats.spans_ended == len(spans)
     assert stats.lanes[0].dropped == {}
     captured.lanes.assert_loop_only(len(spans))
+
+
+@pytest.mark.anyio
+async def test_flush_takes_everything_threads_handed_over_before_it() -> None:
+    """More than one inbox slice (1,024 records) from threads: the flush hands all of them on."""
+    exporter = MemoryExporter()
+    async with open_tracer(exporter, buffer_size=10_000, max_batch_size=512) as tracer:
+
+        def work() -> None:
+            for _ in range(1_500):
+                tracer.start_span("x").end()
+
+        threads = [threading.Thread(target=work) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()  # the loop is blocked here: nothing is taken from the inbox yet
+        report = await tracer.flush()
+        assert report.completed
+        assert report.stats.inbox == 0
+        assert len(exporter.spans) == 4_500
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sampler", [ALWAYS_ON, ALWAYS_OFF], ids=["sampled", "unsampled"])
+async def test_a_span_left_from_another_thread_is_still_left_by_its_owner(
+    sampler: Sampler,
+) -> None:
+    """A thread calling ``__exit__`` on a span it did not enter (a misuse) changes nothing in the
+    thread's context, and the owner's own exit still restores the owner's current span."""
+    async with open_tracer(MemoryExporter(), sampler=sampler) as tracer:
+        with tracer.span("outer") as outer:
+            with tracer.span("owned") as owned:
+                stray = threading.Thread(target=owned.__exit__, args=(None, None, None))
+                stray.start()
+                stray.join()
+                assert spanlane.current_span() is owned
+            assert spanlane.current_span() is outer
+            with tracer.span("next") as following:
+                assert following.parent == outer.context
+
+
+@pytest.mark.anyio
+async def test_a_finaliser_reading_an_unsampled_context_during_its_ids_never_deadlocks() -> None:
+    """An unsampled span's ids are made when first asked for; a garbage collection inside that
+    (it allocates) may run a finaliser that asks another span. The reading runs in a thread with
+    a bounded join, so that a deadlock fails the test instead of hanging the suite."""
+    async with open_tracer(MemoryExporter(), sampler=ALWAYS_OFF) as tracer:
+
+        class Finalised:
+            def __init__(self) -> None:
+                self.cycle = self  # collected by the cyclic collector, not at once
+                self.span = tracer.start_span("finalised")
+
+            def __del__(self) -> None:
+                assert self.span.context.is_valid
+
+        def read_contexts() -> None:
+            thresholds = gc.get_threshold()
+            gc.set_threshold(1, 1, 1)
+            try:
+                for _ in range(3_000):
+                    span = tracer.start_span("read")
+                    Finalised()
+                    assert span.context.is_valid
+            finally:
+                gc.set_threshold(*thresholds)
+
+        reader = threading.Thread(target=read_contexts, daemon=True)
+        reader.start()
+        reader.join(timeout=60)
+        assert not reader.is_alive(), "reading an unsampled span's context deadlocked"
 
 
 @pytest.mark.anyio

@@ -47,16 +47,18 @@ use_carried = _carried.set
 reset_current = _current_span.reset
 
 
-def reset_span(token: SpanToken) -> None:
-    """Undo :func:`use_span`; a token from another context is ignored.
+def reset_span(token: SpanToken) -> bool:
+    """Undo :func:`use_span`; True if done, False for a token from another context.
 
     A span left in another context than it was entered in (a misuse spanlane survives) must not
-    change that context's current span, and must not raise into the caller either.
+    change that context's current span, and must not raise into the caller either. The span
+    keeps the token then, so that leaving it in its own context still restores that context.
     """
     try:
         _current_span.reset(token)
     except ValueError:
-        pass
+        return False
+    return True
 
 
 def reset_carried(token: Token[object]) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import Token
-from threading import Lock
+from threading import RLock
 from time import time_ns
 from time import time_ns as _clock_ns  # add_event's time_ns parameter hides the name
 from types import MappingProxyType, TracebackType
@@ -518,13 +518,15 @@ class Span:
         token = self._token
         if token is None:
             return
+        # A token is given up only once it has been used: leaving the span from another
+        # context (another thread, another task) must not make its own exit a no-op.
         if type(token) is list:
-            reset_span(token.pop())
-            if not token:
-                self._token = None
-        else:
+            if reset_span(token[-1]):
+                token.pop()
+                if not token:
+                    self._token = None
+        elif reset_span(token):  # type: ignore[arg-type]
             self._token = None
-            reset_span(token)  # type: ignore[arg-type]
 
     def __enter__(self) -> Self:
         token = use_span(self)
@@ -550,11 +552,12 @@ class Span:
             if type(token) is list:
                 self._leave()
             else:
-                self._token = None
                 try:
                     reset_current(token)  # type: ignore[arg-type]
-                except ValueError:  # entered in another context (see reset_span)
+                except ValueError:  # left from another context: keep it (see _leave)
                     pass
+                else:
+                    self._token = None
         if exc is not None:
             note_exception(self, exc)
         sink = self._sink
@@ -639,13 +642,16 @@ class NonRecordingSpan(Span):
         """The context this span carries."""
         context = self._context
         if context is None:
+            # An unsampled span: its ids are made now, when first observed; random ids made
+            # later are as unique as ids made at the start, and cost nothing until something (a
+            # child, propagation.inject) looks. They are made outside the lock (making them
+            # allocates, so a garbage collection, and a finaliser reading another span's
+            # context, may run in between); the lock only decides whose ids are kept.
+            made = _unsampled_context(self._rec, self.parent)
             with _IDS_LOCK:
                 context = self._context
                 if context is None:
-                    # An unsampled span: its ids are made now, when first observed; random ids
-                    # made later are as unique as ids made at the start, and cost nothing until
-                    # something (a child, propagation.inject) looks.
-                    context = self._context = _unsampled_context(self._rec, self.parent)
+                    context = self._context = made
         return context
 
     @property
@@ -743,9 +749,8 @@ class NonRecordingSpan(Span):
             return
         if type(token) is list:
             self._leave()
-        else:
+        elif reset_span(token):  # type: ignore[arg-type]
             self._token = None
-            reset_span(token)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> Self:
         return self.__enter__()
@@ -800,11 +805,12 @@ class Unsampled(NonRecordingSpan):
         if type(token) is list:
             self._leave()
             return
-        self._token = None
         try:
             reset_current(token)  # type: ignore[arg-type]
-        except ValueError:  # entered in another context: leave that one alone
+        except ValueError:  # left from another context: keep it (see Span._leave)
             pass
+        else:
+            self._token = None
 
 
 def _unsampled_context(trace_id: int, parent: SpanContext | None) -> SpanContext:
@@ -824,8 +830,9 @@ def _unsampled_context(trace_id: int, parent: SpanContext | None) -> SpanContext
 
 
 # Orders the first look at an unsampled span's context between threads, so that all of them see
-# the same ids (which are made at that moment).
-_IDS_LOCK = Lock()
+# the same ids (which are made at that moment). Re-entrant: a signal handler may look at a span's
+# context while its own thread holds the lock.
+_IDS_LOCK = RLock()
 
 
 INVALID_CONTEXT = SpanContext(trace_id=0, span_id=0, trace_flags=0)

@@ -52,15 +52,22 @@ def _duration(record: SpanRecord) -> int:
     return 0 if end is None else end - record.start_time_ns
 
 
-def _seconds(what: str, value: object, *, allow_zero: bool) -> float:
+#: The shortest ``decision_wait``: the timer wakes at least that often, so a shorter one would
+#: keep it spinning.
+MIN_DECISION_WAIT = 0.001
+
+#: The longest ``keep_slower_than``: what a span's duration in nanoseconds can be (OTLP times are
+#: unsigned 64-bit).
+MAX_SLOWER_THAN = 2**64 / 1e9
+
+
+def _seconds(what: str, value: object, *, minimum: float, maximum: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{what} must be a number of seconds, got {value!r}")
     seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise ValueError(
-            f"{what} must be a finite number of seconds "
-            f"{'>= 0' if allow_zero else '> 0'}, got {value!r}"
-        )
+    if not (math.isfinite(seconds) and minimum <= seconds <= maximum):
+        bound = f"<= {maximum:g}" if math.isfinite(maximum) else "finite"
+        raise ValueError(f"{what} must be >= {minimum:g} and {bound} (seconds), got {value!r}")
     return seconds
 
 
@@ -112,8 +119,8 @@ class TailSampling(SpanProcessor):
     Raises:
         TypeError: an argument has the wrong type.
         ValueError: a number is out of range (``keep_ratio`` outside ``[0, 1]``, a negative
-            ``keep_slower_than``, ``max_pending_spans < 1``, ``decision_wait <= 0``, NaN or
-            infinity).
+            ``keep_slower_than`` or one over 2**64 ns (about 584 years), ``max_pending_spans <
+            1``, ``decision_wait`` under 1 ms, NaN or infinity).
     """
 
     wants_starts = False
@@ -135,7 +142,9 @@ class TailSampling(SpanProcessor):
         if keep_slower_than is None:
             self._slow_ns: int | None = None
         else:
-            seconds = _seconds("keep_slower_than", keep_slower_than, allow_zero=True)
+            seconds = _seconds(
+                "keep_slower_than", keep_slower_than, minimum=0.0, maximum=MAX_SLOWER_THAN
+            )
             self._slow_ns = round(seconds * 1e9)
         if isinstance(max_pending_spans, bool) or not isinstance(max_pending_spans, int):
             raise TypeError(f"max_pending_spans must be an int, got {max_pending_spans!r}")
@@ -147,7 +156,7 @@ class TailSampling(SpanProcessor):
         self.keep_slower_than = None if keep_slower_than is None else float(keep_slower_than)
         self.keep_ratio = validate_ratio("keep_ratio", keep_ratio)
         self.max_pending_spans = max_pending_spans
-        self.decision_wait = _seconds("decision_wait", decision_wait, allow_zero=False)
+        self.decision_wait = _seconds("decision_wait", decision_wait, minimum=MIN_DECISION_WAIT)
         self._bound = ratio_bound(self.keep_ratio)
         self._clock = clock
         self._remember = max(max_pending_spans, _MIN_REMEMBERED)

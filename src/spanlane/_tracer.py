@@ -50,7 +50,7 @@ from ._context import (
     use_tracer,
 )
 from ._ids import id_random, new_span_id, new_trace_id
-from ._inbox import Entry, ThreadInbox
+from ._inbox import TAKE_AT_ONCE, Entry, ThreadInbox
 from ._lane import ACLOSE_GRACE, Lane
 from ._log import RateLimiter, logger
 from ._options import LaneOptions, LaneSpec, OnFull
@@ -696,8 +696,14 @@ class Tracer:
         ):
             raise ValueError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
         if get_ident() == self._loop_thread:
-            if len(self._inbox):
+            # Everything threads handed over before this call, in slices of TAKE_AT_ONCE with a
+            # checkpoint between them; what they hand over meanwhile is the next flush's.
+            waiting = len(self._inbox)
+            while waiting > 0 and len(self._inbox):
                 self._drain_inbox()
+                waiting -= TAKE_AT_ONCE
+                if waiting > 0:
+                    await checkpoint()
             if self._collected and self._state != "closing":
                 self._bury()
         targets = [lane.request_flush() for lane in self._lanes]
