@@ -222,3 +222,40 @@ async def test_a_span_on_a_tracer_never_entered_is_non_recording() -> None:
     span = tracer.start_span("too early")
     assert not span.is_recording
     assert span is spanlane.current_span() or not span.is_recording
+
+
+class IgnoresCancellation(BaseExporter):
+    """An export that swallows every cancellation until the test lets it go."""
+
+    max_concurrent_exports = 4
+
+    def __init__(self) -> None:
+        self.released = anyio.Event()
+
+    async def export(self, batch: Sequence[SpanRecord]) -> None:
+        while not self.released.is_set():
+            try:
+                await self.released.wait()
+            except BaseException:  # the misbehaviour under test
+                pass
+
+
+@pytest.mark.anyio
+async def test_exports_that_ignore_cancellation_leave_the_books_closed_at_exit() -> None:
+    """The exit cannot stop such exports (nothing in Python can), but it counts what they hold:
+    after the exit nothing is queued or in flight, whatever the tasks still do."""
+    exporter = IgnoresCancellation()
+    with anyio.fail_after(HANG_GUARD):
+        async with open_tracer(
+            spanlane.lane(exporter, max_batch_size=2, flush_interval=0.01),
+            drain_timeout=0.2,
+        ) as tracer:
+            for number in range(20):
+                with tracer.span(f"span {number}"):
+                    pass
+            await anyio.sleep(0.05)
+        lane = tracer.stats().lanes[0]
+        assert lane.queued == lane.in_flight == 0
+        assert lane.dropped == {DropReason.SHUTDOWN_TIMEOUT: 20}
+        assert lane.balanced
+        exporter.released.set()  # let the stuck tasks end, so that the test's loop can

@@ -40,6 +40,8 @@ async def test_lane_options_defaults_are_the_documented_ones() -> None:
         ({"max_batch_size": -1}, ValueError, "max_batch_size"),
         ({"flush_interval": float("nan")}, ValueError, "flush_interval"),
         ({"export_timeout": True}, ValueError, "export_timeout"),
+        ({"export_timeout": 10**400}, ValueError, "export_timeout"),  # too large for a float
+        ({"on_full": ["drop"]}, ValueError, "on_full"),
         ({"wait_timeout": "1"}, ValueError, "wait_timeout"),
         ({"on_full": "block"}, ValueError, "on_full"),
         ({"max_concurrent_exports": 0}, ValueError, "max_concurrent_exports"),

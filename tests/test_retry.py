@@ -50,6 +50,10 @@ async def test_defaults() -> None:
         pytest.param({"multiplier": 0.5}, "multiplier", id="multiplier-below-one"),
         pytest.param({"jitter": 1.5}, "jitter", id="jitter-above-one"),
         pytest.param({"jitter": -0.1}, "jitter", id="jitter-negative"),
+        pytest.param({"jitter": True}, "jitter", id="jitter-bool"),
+        pytest.param({"max_elapsed": True}, "max_elapsed", id="max_elapsed-bool"),
+        pytest.param({"initial_backoff": 10**400}, "initial_backoff", id="int-too-large"),
+        pytest.param({"multiplier": 10**400}, "multiplier", id="multiplier-int-too-large"),
         pytest.param(
             {"initial_backoff": 2.0, "max_backoff": 1.0}, "max_backoff", id="max-below-initial"
         ),
@@ -72,6 +76,14 @@ async def test_backoff_grows_exponentially_up_to_max_backoff() -> None:
 async def test_backoff_does_not_overflow_after_many_failures() -> None:
     policy = RetryPolicy(initial_backoff=1.0, max_backoff=10.0, multiplier=1000.0)
     assert policy.backoff(10_000, rng=NO_JITTER) == 10.0
+    # Even the capped exponent overflows a float with a huge multiplier: still the cap.
+    huge = RetryPolicy(initial_backoff=0.001, max_backoff=0.01, multiplier=1e308)
+    assert [huge.backoff(failures, rng=NO_JITTER) for failures in (1, 2, 3, 65)] == [
+        0.001,
+        0.01,
+        0.01,
+        0.01,
+    ]
 
 
 @pytest.mark.parametrize("draw", [0.0, 0.5, 0.999])

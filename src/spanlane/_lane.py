@@ -802,10 +802,21 @@ class Lane:
         self._notify_room()
         self._wake_worker()
 
-    def _settle_leftovers(self) -> None:
+    def abandon(self) -> None:
+        """Count what the lane still holds as ``SHUTDOWN_TIMEOUT`` now, with its tasks running.
+
+        For the end of the shutdown: the lane was cancelled, its grace has passed, and an export
+        or ``aclose()`` that ignores cancellation still holds it. Those tasks finish in the
+        background, or never; the books close without them (a batch settles once, so one that
+        finishes later changes nothing).
+        """
+        if self._opened and not self._done.is_set():
+            self._settle_leftovers(tasks_over=False)
+
+    def _settle_leftovers(self, *, tasks_over: bool = True) -> None:
         """Count what the lane still holds, in flight and queued, as lost to shutdown."""
         for flight in list(self._flights.values()):
-            if flight.export is not None:
+            if tasks_over and flight.export is not None:
                 flight.export.close()  # the export tasks are over: this one never started
             self._settle(flight, DropReason.SHUTDOWN_TIMEOUT, "drain_timeout expired")
         forming = len(self._forming)

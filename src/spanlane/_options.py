@@ -8,7 +8,6 @@ lane. Validation happens here and nowhere else: each field when it is given, and
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from typing import Any, Literal
 import attrs
 
 from ._retry import RetryPolicy
+from ._validate import positive_seconds
 
 __all__ = ["LaneOptions", "LaneSpec", "OnFull", "lane"]
 
@@ -28,10 +28,7 @@ def _positive_int(instance: object, attribute: attrs.Attribute[Any], value: obje
 
 
 def _positive_seconds(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{attribute.name} must be finite, got {value!r}")
+    positive_seconds(attribute.name, value)
 
 
 def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -40,7 +37,7 @@ def _positive_int_or_none(instance: object, attribute: attrs.Attribute[Any], val
 
 
 def _on_full(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value not in ("drop", "wait") or type(value) is not str:
+    if type(value) is not str or value not in ("drop", "wait"):
         raise ValueError(f"on_full must be 'drop' or 'wait', got {value!r}")
 
 

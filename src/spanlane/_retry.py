@@ -8,9 +8,12 @@ from typing import Any
 
 import attrs
 
+from ._validate import as_float
+
 
 def _check_positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    number = as_float(attribute.name, value)
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
 
 
@@ -20,12 +23,14 @@ def _check_attempts(instance: object, attribute: attrs.Attribute[Any], value: in
 
 
 def _check_multiplier(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 1):
+    number = as_float("multiplier", value)
+    if not (math.isfinite(number) and number >= 1):
         raise ValueError(f"multiplier must be a finite number >= 1, got {value!r}")
 
 
 def _check_jitter(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if not (isinstance(value, (int, float)) and 0 <= value <= 1):
+    number = as_float("jitter", value)
+    if not 0 <= number <= 1:
         raise ValueError(f"jitter must be between 0 and 1, got {value!r}")
 
 
@@ -84,8 +89,12 @@ class RetryPolicy:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_backoff)
         exponent = max(failures - 1, 0)
-        # Cap the exponent first: multiplier ** 1000 would overflow a float.
-        base = self.initial_backoff * self.multiplier ** min(exponent, 64)
+        # The exponent is capped, and still a large multiplier (1e308 ** 2) overflows a float:
+        # the cap makes the exact value irrelevant there.
+        try:
+            base = self.initial_backoff * self.multiplier ** min(exponent, 64)
+        except OverflowError:
+            base = math.inf
         base = min(base, self.max_backoff)
         draw = (rng or random).random()
         return base * (1.0 - self.jitter * draw)

@@ -17,6 +17,7 @@ from typing import Final, Protocol
 
 from ._log import logger
 from ._records import SAMPLED_FLAG, SpanContext, SpanKind
+from ._validate import as_float
 
 __all__ = [
     "ALWAYS_OFF",
@@ -128,9 +129,7 @@ def validate_ratio(what: str, ratio: object) -> float:
         TypeError: ``ratio`` is not an int or a float (a bool is neither).
         ValueError: ``ratio`` is NaN or outside ``[0, 1]``.
     """
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-        raise TypeError(f"{what} must be a number between 0 and 1, got {ratio!r}")
-    value = float(ratio)
+    value = as_float(what, ratio, error=TypeError)
     if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
         raise ValueError(f"{what} must be between 0 and 1, got {ratio!r}")
     return value
@@ -298,9 +297,7 @@ class ParentBased:
 
 
 def _positive_rate(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"per_second must be a number, got {value!r}")
-    rate = float(value)
+    rate = as_float("per_second", value, error=TypeError)
     if not (rate > 0 and math.isfinite(rate)):
         raise ValueError(f"per_second must be a positive, finite number, got {value!r}")
     return rate

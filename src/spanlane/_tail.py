@@ -26,6 +26,7 @@ import anyio
 from ._processor import SpanProcessor, Stage
 from ._records import SpanRecord, StatusCode
 from ._sampling import ratio_bound, validate_ratio
+from ._validate import as_float
 
 __all__ = ["TailSampling"]
 
@@ -62,9 +63,7 @@ MAX_SLOWER_THAN = 2**64 / 1e9
 
 
 def _seconds(what: str, value: object, *, minimum: float, maximum: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, got {value!r}")
-    seconds = float(value)
+    seconds = as_float(what, value, error=TypeError)
     if not (math.isfinite(seconds) and minimum <= seconds <= maximum):
         bound = f"<= {maximum:g}" if math.isfinite(maximum) else "finite"
         raise ValueError(f"{what} must be >= {minimum:g} and {bound} (seconds), got {value!r}")

@@ -99,6 +99,7 @@ from ._span import (
 )
 from ._stats import DropReason, FlushReport, Stats
 from ._tail import TailSampling
+from ._validate import positive_seconds
 from .exporters._base import describe
 
 __all__ = ["EXIT_MARGIN", "Tracer", "lanes_of", "open_tracer", "span"]
@@ -114,14 +115,6 @@ _getrandbits = id_random.getrandbits
 
 _State = Literal["new", "open", "closing", "closed"]
 _NO_LINKS: tuple[Link, ...] = ()
-
-
-def _positive_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return float(value)
 
 
 class Tracer:
@@ -163,7 +156,7 @@ class Tracer:
                 f"scope must be an InstrumentationScope with a str name and a str or None "
                 f"version, got {scope!r}"
             )
-        self.drain_timeout = _positive_seconds("drain_timeout", drain_timeout)
+        self.drain_timeout = positive_seconds("drain_timeout", drain_timeout)
         self.limits = limits or SpanLimits()
         self.resource: Resource = build_resource(service_name, resource_attributes)
         self.scope = scope
@@ -920,9 +913,16 @@ class Tracer:
         for lane in self._lanes:
             if not lane.done:
                 lane.cancel()
+        with anyio.move_on_after(ACLOSE_GRACE):
+            for lane in self._lanes:
+                await lane.wait_done()
+        for lane in self._lanes:
+            # Still not done: an export or aclose() ignores cancellation. Count now, so that
+            # the caller's exit (at most EXIT_MARGIN later) finds the books closed.
+            lane.abandon()
+        self._report_drops()
         for lane in self._lanes:
             await lane.wait_done()
-        self._report_drops()
 
     def _report_drops(self) -> None:
         """One line per lane that dropped anything in the tracer's life, totals by reason.

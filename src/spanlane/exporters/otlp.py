@@ -452,7 +452,7 @@ class OTLPExporter:
             return 0  # a plain "OK" from something in between: nothing to read
         try:
             rejected, message = decode(body)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # RecursionError: JSON nested too deep
             logger.debug("spanlane OTLP: unreadable success response from %s", self._where)
             return 0
         rejected = min(max(rejected, 0), spans)
