@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import FlakyFailure
 
+import spanlane._ids
 import spanlane._lane
 import spanlane._tracer
 from spanlane import DropReason, RetryableExportError, Span, SpanRecord, Tracer
@@ -515,7 +516,15 @@ def test_a_tail_stage_that_forgets_its_decisions_is_caught(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(TailSampling, "_remember_decision", _tail_forgetting_decisions)
-    _assert_caught(hunt(sampling_cases(), _sampling_and_accounting("asyncio")), "sampling")
+    # Whether a straggler is judged otherwise depends on the trace ids (the ratio rules), which
+    # are random: seeded here, so that the search finds the same counterexample every run.
+    state = spanlane._ids.id_random.getstate()
+    spanlane._ids.id_random.seed(20261201)
+    try:
+        violation = hunt(sampling_cases(), _sampling_and_accounting("asyncio"))
+    finally:
+        spanlane._ids.id_random.setstate(state)
+    _assert_caught(violation, "sampling")
 
 
 def test_a_tail_stage_that_loses_pending_traces_at_exit_is_caught(
