@@ -627,14 +627,10 @@ class Lane:
             for span_id in starts:
                 self._start_owner[span_id] = flight.seq
         self._flights[flight.seq] = flight
-        if anyio.current_effective_deadline() == -math.inf:
-            # Cancelled while this task was already on its way here: a task started now would
-            # be cancelled before its first step and never settle its batch. The flight stays
-            # unsettled; the next checkpoint raises and the leftovers count it.
-            return
         assert self._flight_group is not None
-        # The coroutine is kept: a task cancelled before its first step never awaits it, and
-        # the leftovers close it (else Python warns that it was never awaited).
+        # The coroutine is kept: a task cancelled before its first step (the lane cancelled
+        # while this task was on its way here) never awaits it; the leftovers count its batch
+        # and close it (else Python warns that it was never awaited).
         flight.export = self._fly_call(flight)
         self._flight_group.start_soon(_given, flight.export, name=f"spanlane export {self.name}")
 

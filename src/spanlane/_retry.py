@@ -8,13 +8,11 @@ from typing import Any
 
 import attrs
 
-from ._validate import as_float
+from ._validate import as_float, positive_seconds
 
 
 def _check_positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    number = as_float(attribute.name, value)
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{attribute.name} must be a positive number of seconds, got {value!r}")
+    positive_seconds(attribute.name, value)
 
 
 def _check_attempts(instance: object, attribute: attrs.Attribute[Any], value: int | None) -> None:

@@ -744,12 +744,18 @@ class NonRecordingSpan(Span):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # Span's token handling, inlined (Unsampled, the common non-recording span, uses this).
         token = self._token
         if token is None:
             return
         if type(token) is list:
             self._leave()
-        elif reset_span(token):  # type: ignore[arg-type]
+            return
+        try:
+            reset_current(token)  # type: ignore[arg-type]
+        except ValueError:  # left from another context: keep it (see Span._leave)
+            pass
+        else:
             self._token = None
 
     async def __aenter__(self) -> Self:
@@ -781,36 +787,9 @@ class Unsampled(NonRecordingSpan):
     __slots__ = ()
     __init__ = object.__init__
 
-    # Never INVALID_SPAN, so no identity test; the token handling of Span, inlined.
-    def __enter__(self) -> Self:
-        token = use_span(self)
-        held = self._token
-        if held is None:
-            self._token = token
-        elif type(held) is list:
-            held.append(token)
-        else:
-            self._token = [held, token]  # type: ignore[list-item]
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        token = self._token
-        if token is None:
-            return
-        if type(token) is list:
-            self._leave()
-            return
-        try:
-            reset_current(token)  # type: ignore[arg-type]
-        except ValueError:  # left from another context: keep it (see Span._leave)
-            pass
-        else:
-            self._token = None
+    # Never INVALID_SPAN, so without NonRecordingSpan's identity test: Span's own __enter__.
+    # (__exit__ is NonRecordingSpan's.)
+    __enter__ = Span.__enter__
 
 
 def _unsampled_context(trace_id: int, parent: SpanContext | None) -> SpanContext:
